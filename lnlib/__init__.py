@@ -1,0 +1,10 @@
+"""lnlib: language-neuron analysis for the book reproducing Zhang et al., "How does Alignment Enhance LLMs'
+Multilingual Capabilities? A Language Neurons Perspective" (AAAI 2026).
+
+Modules follow the data's path: data -> models -> capture -> identify -> intervene -> evaluate -> align -> plot.
+"""
+
+from lnlib.config import cache_dir, fast_mode, offline
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "cache_dir", "fast_mode", "offline"]

@@ -1,0 +1,15 @@
+"""Helpers for the book's notebooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def glue(name: str, value: Any) -> None:
+    """Make `value` available to the page's prose as {glue:}`name` (myst-nb), without displaying it.
+    Outside the book build (e.g. on Colab, where myst-nb is not installed) this does nothing."""
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return
+    myst_glue(name, value, display=False)

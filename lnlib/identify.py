@@ -1,0 +1,526 @@
+"""Identification of language neurons: pure tensor maths on activation probabilities
+`probs: [layers, neurons, languages]`.
+
+The paper's recipe (Zhang et al. 2026, Sec. 3; Tang et al. 2024 for LAPE):
+
+1. score every neuron: normalised entropy of its language distribution minus λ times its largest
+   activation probability (`paper_score`);
+2. keep the `rate` fraction with the lowest score (`select_lowest`);
+3. τ = the value at rank round(bar·n) of all n probabilities (`threshold`); a selected neuron belongs to
+   every language whose probability is strictly above τ. With N the number of such languages it is
+   language-specific (N = 1) or language-related (1 < N < K); N = 0 is dropped. General neurons are all
+   neurons (selected or not) above τ in all K languages;
+4. AutoSweep (`autosweep`) picks the largest λ at which no selected neuron is above τ in all K languages.
+
+Everything is vectorised: one AutoSweep on the released Mistral-7B statistics ([32, 14336, 10]) takes
+well under a second on a laptop CPU (see ``bench/identify.py``).
+
+Float dtype: scores are computed in the dtype of `probs` (float32 for `lnlib.data.load_released_probs`,
+as in the official code). float64 gives the same selection at every λ that AutoSweep evaluates on the
+released data: the gap between the last selected and the first rejected score is at least 4e-7 there
+(at λ = 0.2), more than ten float32 rounding steps of such a score. Ties in the score are broken by the
+lower flat index (layer · neurons + neuron), so the selection is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from lnlib.data import LANGS, RELEASED_MODEL, RELEASED_REVISION, load_released_counts
+
+PROB_SLACK = 1e-2
+"""Probabilities may exceed 1 by this much (the two-pass subtraction gives up to 1.001 on released data)."""
+
+KINDS = ("specific", "related", "language", "general")
+FORMAT = "lnlib.identification/1"
+PROVENANCE_KEYS = ("model", "revision", "dataset", "tokens")
+
+
+# ----------------------------------------------------------------------------------------------
+# Probabilities from counts
+
+
+def activation_probs(over_zero: torch.Tensor, n_tokens: torch.Tensor | int) -> torch.Tensor:
+    """Activation probability from counts: over_zero [..., languages] / n_tokens [languages], as float32."""
+    tokens = torch.as_tensor(n_tokens, dtype=torch.float64).clamp(min=1)
+    return (over_zero.to(torch.float64) / tokens).to(torch.float32)
+
+
+def response_probs(full: torch.Tensor, prefix: torch.Tensor,
+                   full_tokens: torch.Tensor, prefix_tokens: torch.Tensor) -> torch.Tensor:
+    """Response-only probability with the official two-pass trick:
+    clamp(full - prefix, min=0) / (full tokens - prefix tokens)."""
+    return activation_probs((full - prefix).clamp(min=0), full_tokens - prefix_tokens)
+
+
+def probs_from_counts(counts, scope: str = "response") -> torch.Tensor:
+    """Probabilities [layers, neurons, languages] from two-pass counts (e.g. `lnlib.data.ReleasedCounts`:
+    attributes full, prefix [layers, neurons, languages] and full_tokens, prefix_tokens [languages]).
+
+    scope: "full" (prompt + response tokens), "prefix" (prompt only) or "response" (full − prefix).
+    """
+    if scope == "full":
+        return activation_probs(counts.full, counts.full_tokens)
+    if scope == "prefix":
+        return activation_probs(counts.prefix, counts.prefix_tokens)
+    if scope == "response":
+        return response_probs(counts.full, counts.prefix, counts.full_tokens, counts.prefix_tokens)
+    raise ValueError(f"scope must be 'full', 'prefix' or 'response', got {scope!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks
+
+
+def check_probs(probs: torch.Tensor) -> None:
+    """Raise ValueError unless `probs` is a float tensor [layers, neurons, languages >= 2] in [0, 1 + slack]."""
+    if not isinstance(probs, torch.Tensor) or not probs.is_floating_point():
+        raise ValueError("probs must be a floating-point torch.Tensor [layers, neurons, languages]; "
+                         "turn counts into probabilities with activation_probs or probs_from_counts")
+    if probs.dim() != 3:
+        raise ValueError(f"probs must have rank 3 [layers, neurons, languages], got shape {tuple(probs.shape)}; "
+                         "stack per-language [layers, neurons] tensors on the last axis")
+    if probs.shape[-1] < 2:
+        raise ValueError(f"probs has {probs.shape[-1]} language(s) on its last axis; identification needs "
+                         "at least 2 (language axis last: [layers, neurons, languages])")
+    if probs.numel() == 0:
+        raise ValueError(f"probs is empty (shape {tuple(probs.shape)})")
+    if torch.isnan(probs).any():
+        raise ValueError(f"probs holds {int(torch.isnan(probs).sum())} NaN value(s); "
+                         "compute probabilities with a token count of at least 1")
+    lo, hi = float(probs.min()), float(probs.max())
+    if lo < 0 or hi > 1 + PROB_SLACK:
+        raise ValueError(f"probs must lie in [0, 1 + {PROB_SLACK}], got min {lo:.4g} and max {hi:.4g}; "
+                         "pass probabilities (counts / tokens), not counts or logits")
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
+    return float(value)
+
+
+def _langs_for(probs: torch.Tensor, langs: Sequence[str] | None) -> tuple[str, ...]:
+    k = probs.shape[-1]
+    if langs is None:
+        if k != len(LANGS):
+            raise ValueError(f"probs has {k} languages; pass langs=(...) with {k} language codes")
+        return LANGS
+    langs = tuple(langs)
+    if len(langs) != k or len(set(langs)) != k:
+        raise ValueError(f"langs must hold {k} distinct codes (one per column of probs), got {langs}")
+    return langs
+
+
+# ----------------------------------------------------------------------------------------------
+# Scores
+
+
+def harmonic_norm(n_langs: int) -> float:
+    """c_l = H_l / l, with H_l the l-th harmonic number (the expected largest share of a uniform point on the
+    l-simplex; 0.2928968 for l = 10). The official score divides the max probability by it."""
+    return sum(1 / m for m in range(1, n_langs + 1)) / n_langs
+
+
+def lam_to_paper(lam_code: float, n_langs: int) -> float:
+    """λ in the paper's units (entropy in nats minus λ · max p) from λ in the code's units
+    (normalised entropy minus λ · max p / c_l): λ_paper = λ_code · l · ln l / H_l."""
+    return lam_code * math.log(n_langs) / harmonic_norm(n_langs)
+
+
+def lam_to_code(lam_paper: float, n_langs: int) -> float:
+    """Inverse of `lam_to_paper`."""
+    return lam_paper * harmonic_norm(n_langs) / math.log(n_langs)
+
+
+def normalised_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Ĥ [layers, neurons] in [0, 1]: entropy of p̃ = p / Σ_k p divided by ln K (official form: a neuron that
+    never fires gets the uniform p̃; p̃ is clamped at 1e-12 and renormalised before the logarithm)."""
+    k = probs.shape[-1]
+    total = probs.sum(-1, keepdim=True)
+    share = torch.where(total > 0, probs / total, torch.full_like(probs, 1 / k))
+    share = share.clamp(min=1e-12)
+    share = share / share.sum(-1, keepdim=True)
+    return -(share * share.log()).sum(-1) / math.log(k)
+
+
+def paper_score(probs: torch.Tensor, lam: float, units: str = "code") -> torch.Tensor:
+    """The paper's score [layers, neurons] (lower = more language-specific), Eq. 5.
+
+    units="code": Ĥ − λ · max_k p / c_l (the official code; λ* = 0.109375 on the released data).
+    units="paper": H − λ · max_k p, with H = Ĥ · ln K the entropy in nats. Both rank neurons identically
+    when λ_paper = `lam_to_paper`(λ_code).
+    """
+    check_probs(probs)
+    k = probs.shape[-1]
+    top = probs.max(-1).values
+    if units == "code":
+        return normalised_entropy(probs) - lam * top / harmonic_norm(k)
+    if units == "paper":
+        return normalised_entropy(probs) * math.log(k) - lam * top
+    raise ValueError(f"units must be 'code' or 'paper', got {units!r}")
+
+
+def lape_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """LAPE [layers, neurons] (Tang et al. 2024): entropy in nats of the L1-normalised probabilities,
+    with 0 · ln 0 = 0 and a never-firing neuron given entropy 0 (its shares are NaN, set to 0)."""
+    share = torch.nan_to_num(probs / probs.sum(-1, keepdim=True), nan=0.0)
+    logs = torch.where(share > 0, share.log(), torch.zeros_like(share))
+    return -(share * logs).sum(-1)
+
+
+def threshold(probs: torch.Tensor, bar: float = 0.95) -> float:
+    """τ: the value at rank round(bar · n) (1-indexed, k-th smallest) of all n probabilities."""
+    _check_fraction("bar", bar)
+    flat = probs.reshape(-1)
+    return float(flat.kthvalue(max(1, round(bar * flat.numel()))).values)
+
+
+def n_selected(n_neurons: int, rate: float) -> int:
+    """How many neurons a selection rate keeps: round(rate · n), at least 1."""
+    return max(1, round(_check_fraction("rate", rate) * n_neurons))
+
+
+def select_lowest(scores: torch.Tensor, rate: float) -> torch.Tensor:
+    """Flat indices (layer · neurons + neuron), int64 [round(rate · n)], of the lowest scores, lowest first;
+    ties go to the lower index."""
+    flat = scores.reshape(-1)
+    n = n_selected(flat.numel(), rate)
+    cut = flat.kthvalue(n).values
+    cand = (flat <= cut).nonzero().squeeze(1)  # index order, so a stable sort breaks ties by index
+    return cand[flat[cand].sort(stable=True).indices[:n]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Result
+
+
+@dataclass(frozen=True, eq=False)
+class Identification:
+    """Language neurons identified from probabilities [layers, neurons, K].
+
+    langs: the K language codes, in the order of the probabilities' last axis.
+    method: "entropy-lambda" (the paper) or "lape" (Tang et al.); lam: λ in code units (NaN for LAPE).
+    rate, bar: selection rate and percentile of τ; tau: the threshold value.
+    selected: int64 [n_sel], flat indices layer · neurons + neuron, lowest score first.
+    high: bool [n_sel, K], selected neuron above τ in language k.
+    n_above: int64 [layers, neurons], number of languages above τ for every neuron (N).
+    trace: for AutoSweep, (λ, appear) at every λ evaluated, in order; empty otherwise.
+    """
+
+    langs: tuple[str, ...]
+    method: str
+    lam: float
+    rate: float
+    bar: float
+    tau: float
+    selected: torch.Tensor
+    high: torch.Tensor
+    n_above: torch.Tensor
+    trace: tuple[tuple[float, tuple[int, ...]], ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(layers, neurons)."""
+        return tuple(self.n_above.shape)
+
+    @property
+    def n_langs(self) -> int:
+        return len(self.langs)
+
+    @property
+    def n_high(self) -> torch.Tensor:
+        """N for each selected neuron, int64 [n_sel]."""
+        return self.high.sum(-1)
+
+    @property
+    def appear(self) -> list[int]:
+        """appear[c] = number of neurons in exactly c language masks, c = 0…K (appear[0] = 0: a selected
+        neuron above τ in no language is dropped, see `n_dropped`)."""
+        counts = torch.bincount(self.n_high, minlength=self.n_langs + 1).tolist()
+        return [0] + counts[1:]
+
+    @property
+    def n_dropped(self) -> int:
+        """Selected neurons above τ in no language."""
+        return int((self.n_high == 0).sum())
+
+    @property
+    def general(self) -> torch.Tensor:
+        """bool [layers, neurons]: above τ in all K languages (over all neurons, not only selected ones)."""
+        return self.n_above == self.n_langs
+
+    @property
+    def n_general(self) -> int:
+        return int(self.general.sum())
+
+    def n_histogram(self) -> list[int]:
+        """Over all neurons: how many are above τ in exactly c languages, c = 0…K."""
+        return torch.bincount(self.n_above.reshape(-1), minlength=self.n_langs + 1).tolist()
+
+    def lang_index(self, lang: str) -> int:
+        if lang not in self.langs:
+            raise ValueError(f"language {lang!r} is not in this identification; known: {', '.join(self.langs)}")
+        return self.langs.index(lang)
+
+    def _high(self, kind: str) -> torch.Tensor:
+        """bool [n_sel, K]: selected neuron assigned to language k as `kind`."""
+        n = self.n_high[:, None]
+        if kind == "specific":
+            return self.high & (n == 1)
+        if kind == "related":
+            return self.high & (n > 1) & (n < self.n_langs)
+        if kind == "language":
+            return self.high
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+
+    def neurons(self, kind: str = "language", lang: str | None = None) -> torch.Tensor:
+        """int64 [n, 2] (layer, neuron) pairs, sorted. kind: "specific" (N = 1), "related" (1 < N < K),
+        "language" (every language mask: specific ∪ related, plus any selected all-language neuron, which
+        AutoSweep's λ rules out) or "general". With `lang`, the neurons assigned to that language; without,
+        the distinct neurons of that kind in any language."""
+        if kind == "general":
+            flat = self.general.reshape(-1).nonzero().squeeze(1)
+        else:
+            high = self._high(kind)
+            keep = high[:, self.lang_index(lang)] if lang is not None else high.any(-1)
+            flat = self.selected[keep].sort().values
+        return torch.stack([flat // self.shape[1], flat % self.shape[1]], -1)
+
+    def mask(self, kind: str = "language") -> list[list[torch.Tensor]]:
+        """The official mask format: for each language (in `langs` order), for each layer, the sorted int64
+        neuron indices assigned to it. kind "language" (default) is the released mask (specific ∪ related)."""
+        return [_per_layer(self.neurons(kind, lang), self.shape[0]) for lang in self.langs]
+
+    def general_mask(self) -> list[torch.Tensor]:
+        """For each layer, the sorted int64 indices of the general neurons."""
+        return _per_layer(self.neurons("general"), self.shape[0])
+
+    def lang_counts(self) -> pd.DataFrame:
+        """Per language: number of specific, related and all assigned ("language") neurons."""
+        return pd.DataFrame(
+            {kind: self._high(kind).sum(0).tolist() for kind in ("specific", "related", "language")},
+            index=pd.Index(self.langs, name="lang"),
+        )
+
+    def layer_counts(self) -> pd.DataFrame:
+        """Per layer: distinct specific, related and general neurons."""
+        layers = self.shape[0]
+        cols = {kind: torch.bincount(self.neurons(kind)[:, 0], minlength=layers).tolist() for kind in KINDS
+                if kind != "language"}
+        return pd.DataFrame(cols, index=pd.Index(range(layers), name="layer"))
+
+    def coassignment(self) -> torch.Tensor:
+        """int64 [K, K]: C[a, b] = selected neurons above τ in both language a and b (diagonal: mask sizes)."""
+        high = self.high.to(torch.int64)
+        return high.T @ high
+
+
+def _per_layer(pairs: torch.Tensor, layers: int) -> list[torch.Tensor]:
+    return [pairs[pairs[:, 0] == i, 1].contiguous() for i in range(layers)]
+
+
+def overlap_ratio(a: Identification, b: Identification, kind: str = "specific", unit: str = "triple") -> float:
+    """|A ∩ B| / |A| with A the neurons of reference `a` (the paper's Table 4 takes the base model on MGSM
+    as reference; it does not give the formula).
+
+    unit="triple": a neuron counts once per language it is assigned to, and only matches the same neuron
+    assigned to the same language in `b` (the stricter reading). unit="neuron": distinct (layer, neuron)
+    pairs, whatever their languages. "general" neurons have no language, so they always use pairs.
+    Returns NaN when A is empty.
+    """
+    if unit not in ("triple", "neuron"):
+        raise ValueError(f"unit must be 'triple' or 'neuron', got {unit!r}")
+    if a.shape != b.shape:
+        raise ValueError(f"identifications have different shapes {a.shape} and {b.shape}")
+
+    def keys(ident: Identification) -> set[tuple[int, ...]]:
+        if unit == "neuron" or kind == "general":
+            return {tuple(p) for p in ident.neurons(kind).tolist()}
+        return {(lang, *p) for lang in a.langs if lang in ident.langs for p in ident.neurons(kind, lang).tolist()}
+
+    ref, other = keys(a), keys(b)
+    return len(ref & other) / len(ref) if ref else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------
+# Identification, AutoSweep, LAPE
+
+
+class _Prepared:
+    """The λ-independent parts of the paper's identification, computed once per probs/rate/bar."""
+
+    def __init__(self, probs: torch.Tensor, rate: float, bar: float, langs: Sequence[str] | None):
+        check_probs(probs)
+        self.langs = _langs_for(probs, langs)
+        self.rate = _check_fraction("rate", rate)
+        self.bar = _check_fraction("bar", bar)
+        self.k = probs.shape[-1]
+        self.tau = threshold(probs, bar)
+        above = probs > self.tau
+        self.above = above.reshape(-1, self.k)
+        self.n_above = above.sum(-1)
+        self.entropy = normalised_entropy(probs).reshape(-1)
+        self.effect = probs.max(-1).values.reshape(-1) / harmonic_norm(self.k)
+
+    def select(self, lam: float) -> torch.Tensor:
+        return select_lowest(self.entropy - lam * self.effect, self.rate)
+
+    def result(self, lam: float, selected: torch.Tensor, trace=()) -> Identification:
+        return Identification(self.langs, "entropy-lambda", float(lam), self.rate, self.bar, self.tau,
+                              selected, self.above[selected], self.n_above, tuple(trace))
+
+
+def identify(probs: torch.Tensor, lam: float, rate: float = 0.01, bar: float = 0.95,
+             langs: Sequence[str] | None = None, units: str = "code") -> Identification:
+    """The paper's identification at a fixed λ (in `units`, "code" or "paper"; stored in code units).
+
+    probs: [layers, neurons, K]; langs: K codes (default `lnlib.data.LANGS` when K = 10).
+    """
+    prep = _Prepared(probs, rate, bar, langs)
+    if units == "paper":
+        lam = lam_to_code(lam, prep.k)
+    elif units != "code":
+        raise ValueError(f"units must be 'code' or 'paper', got {units!r}")
+    return prep.result(lam, prep.select(lam))
+
+
+def autosweep(probs: torch.Tensor, rate: float = 0.01, bar: float = 0.95, lo: float = 0.0, hi: float = 0.2,
+              eps: float = 1e-3, langs: Sequence[str] | None = None) -> tuple[float, Identification]:
+    """AutoSweep: the largest λ (code units) in [lo, hi] at which no selected neuron is above τ in all K
+    languages, by bisection to width `eps` (the official search, for any K). Returns (λ*, identification
+    at λ*); the identification's `trace` lists (λ, appear) at every λ evaluated.
+
+    Like the official code it evaluates lo and hi, then halves [lo, hi] while it is wider than eps, moving
+    lo up where the criterion holds and hi down where it fails. Unlike it, a criterion that holds at hi
+    returns hi at once (the official loop would go on and return a smaller λ). Raises ValueError when the
+    criterion holds at no λ evaluated.
+    """
+    if not lo <= hi:
+        raise ValueError(f"the λ interval is empty: lo = {lo} > hi = {hi}")
+    prep = _Prepared(probs, rate, bar, langs)
+    trace, found = [], {}
+
+    def ok(lam: float) -> bool:
+        selected = prep.select(lam)
+        ident = prep.result(lam, selected)
+        trace.append((float(lam), tuple(ident.appear)))
+        found[lam] = selected
+        return ident.appear[-1] == 0
+
+    best = lo if ok(lo) else None
+    if ok(hi):
+        best = hi
+    else:
+        for _ in range(64):
+            if hi - lo <= eps:
+                break
+            mid = (lo + hi) / 2
+            if ok(mid):
+                best, lo = mid, mid
+            else:
+                hi = mid
+    if best is None:
+        raise ValueError(f"no λ in [{trace[0][0]}, {trace[1][0]}] leaves every selected neuron below τ in some "
+                         f"language (at λ = {trace[0][0]}, {trace[0][1][-1]} selected neurons are above τ in all "
+                         f"{prep.k}); lower lo, or lower the selection rate")
+    return float(best), prep.result(best, found[best], trace)
+
+
+def sweep(probs: torch.Tensor, lams: Sequence[float], rate: float = 0.01, bar: float = 0.95,
+          langs: Sequence[str] | None = None) -> list[tuple[float, tuple[int, ...]]]:
+    """(λ, appear) at every λ of `lams` (code units), sharing τ and the entropy term: the curve behind
+    AutoSweep's bisection."""
+    prep = _Prepared(probs, rate, bar, langs)
+    return [(float(lam), tuple(prep.result(lam, prep.select(lam)).appear)) for lam in lams]
+
+
+def lape(probs: torch.Tensor, rate: float = 0.01, filter_bar: float = 0.95, bar: float = 0.95,
+         langs: Sequence[str] | None = None) -> Identification:
+    """LAPE (Tang et al. 2024) on the same probabilities: neurons with no language above the `filter_bar`
+    percentile are excluded; the `rate` fraction with the lowest LAPE is selected; each is assigned to every
+    language above the `bar` percentile τ."""
+    check_probs(probs)
+    langs = _langs_for(probs, langs)
+    k = probs.shape[-1]
+    eligible = (probs > threshold(probs, filter_bar)).any(-1)
+    selected = select_lowest(lape_entropy(probs).masked_fill(~eligible, math.inf), rate)
+    tau = threshold(probs, bar)
+    above = probs > tau
+    return Identification(langs, "lape", math.nan, _check_fraction("rate", rate), float(bar), tau, selected,
+                          above.reshape(-1, k)[selected], above.sum(-1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Save and load
+
+
+def released_provenance(dataset: str = "mgsm") -> dict:
+    """Provenance of the paper's released statistics: model id and revision, dataset, response tokens."""
+    c = load_released_counts(dataset)
+    return {"model": RELEASED_MODEL, "revision": RELEASED_REVISION, "dataset": dataset, "scope": "response",
+            "tokens": dict(zip(c.langs, c.response_tokens.tolist(), strict=True))}
+
+
+def save(ident: Identification, path: str | Path, provenance: dict, overwrite: bool = False) -> Path:
+    """Write `ident` to a safetensors file (tensors selected, high, n_above) whose header metadata holds a
+    JSON record of the settings and `provenance` (needs keys model, revision, dataset, tokens).
+    Refuses to replace an existing file unless overwrite=True."""
+    from safetensors.torch import save_file
+
+    missing = [key for key in PROVENANCE_KEYS if key not in provenance]
+    if missing:
+        raise ValueError(f"provenance lacks {', '.join(missing)}; it needs {', '.join(PROVENANCE_KEYS)} "
+                         "(see released_provenance for an example)")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    record = {
+        "format": FORMAT, "langs": list(ident.langs), "method": ident.method,
+        "lam": None if math.isnan(ident.lam) else ident.lam, "rate": ident.rate, "bar": ident.bar,
+        "tau": ident.tau, "shape": list(ident.shape), "trace": [[lam, list(a)] for lam, a in ident.trace],
+        "provenance": provenance,
+    }
+    tensors = {"selected": ident.selected.contiguous(), "high": ident.high.contiguous(),
+               "n_above": ident.n_above.contiguous()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"lnlib": json.dumps(record)})
+    return path
+
+
+def load(path: str | Path, expect_langs: Sequence[str] | None = None,
+         expect_shape: tuple[int, int] | None = None) -> tuple[Identification, dict]:
+    """Read an identification written by `save`; returns (identification, provenance). Refuses a file whose
+    languages (order included) or (layers, neurons) differ from `expect_langs` / `expect_shape`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+        if "lnlib" not in meta:
+            raise ValueError(f"{path} is not an lnlib identification (no 'lnlib' metadata)")
+        record = json.loads(meta["lnlib"])
+        if record.get("format") != FORMAT:
+            raise ValueError(f"{path} has format {record.get('format')!r}; this lnlib reads {FORMAT!r}")
+        tensors = {name: fh.get_tensor(name) for name in ("selected", "high", "n_above")}
+    langs, shape = tuple(record["langs"]), tuple(record["shape"])
+    if expect_langs is not None and tuple(expect_langs) != langs:
+        raise ValueError(f"{path} holds languages {langs}, expected {tuple(expect_langs)}; "
+                         "identify again with the expected languages")
+    if expect_shape is not None and tuple(expect_shape) != shape:
+        raise ValueError(f"{path} holds (layers, neurons) = {shape}, expected {tuple(expect_shape)}; "
+                         "it belongs to a different model")
+    if tuple(tensors["n_above"].shape) != shape or tensors["high"].shape != (len(tensors["selected"]), len(langs)):
+        raise ValueError(f"{path} is inconsistent: its tensors do not match its recorded shape and languages")
+    ident = Identification(
+        langs, record["method"], math.nan if record["lam"] is None else record["lam"], record["rate"],
+        record["bar"], record["tau"], tensors["selected"], tensors["high"], tensors["n_above"],
+        tuple((lam, tuple(a)) for lam, a in record["trace"]),
+    )
+    return ident, record["provenance"]
