@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lnlib import data
+from lnlib.config import OFFLINE_ENVS
 from lnlib.data import LANG_NAMES, LANGS
 
 
@@ -123,7 +124,8 @@ def test_offline_error_names_file_url_and_variable(isolated):
 
 def _serve_from(monkeypatch, folder):
     """Point the upstream URLs at a local folder (file:// URLs), so downloads run without a network."""
-    monkeypatch.delenv("LNLIB_OFFLINE")
+    for name in OFFLINE_ENVS:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(data, "UPSTREAM", {key: folder.as_uri() + f"/{key}/" for key in data.UPSTREAM})
 
 
