@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from lnlib.models import Batch, batches
 
 
 @dataclass(frozen=True)
@@ -46,13 +49,30 @@ def _logit_head(model: nn.Module):
     return logits
 
 
-@torch.no_grad()
-def text_nll(model: nn.Module, tokenizer, texts: list[str], batch_size: int = 8, max_length: int = 512,
-             chunk_positions: int = 256, progress: bool = True) -> TextNLL:
-    """Per-text NLL of `texts` under `model` (texts truncated to `max_length` tokens).
+def target_logprobs(model: nn.Module, batch: Batch, head=None, chunk_positions: int = 256):
+    """Log-probability of each target token of `batch` given everything before it, computed with the
+    output embedding applied to at most `chunk_positions` positions at a time (differentiable).
 
-    Texts are batched by length; padding is never scored; the output embedding is applied to at most
-    `chunk_positions` positions at a time, so peak memory is chunk_positions x vocabulary floats.
+    Returns (rows, logp): the batch row of each scored token [n] and its log-probability [n]. The first
+    token of a sequence has no prediction and is never scored.
+    """
+    head = head or _logit_head(model)
+    hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    scored = batch.target_mask[:, 1:]  # token t + 1 is predicted at position t
+    rows = torch.arange(len(scored), device=scored.device).unsqueeze(1).expand_as(scored)[scored]
+    h, targets = hidden[:, :-1][scored], batch.input_ids[:, 1:][scored]
+    pieces = [-F.cross_entropy(head(h[i:i + chunk_positions]), targets[i:i + chunk_positions], reduction="none")
+              for i in range(0, len(targets), chunk_positions)]
+    return rows, torch.cat(pieces) if pieces else h.new_zeros(0)
+
+
+@torch.no_grad()
+def text_nll(model: nn.Module, tokenizer, texts: list, batch_size: int = 8, max_length: int = 512,
+             chunk_positions: int = 256, progress: bool = True) -> TextNLL:
+    """Per-example NLL under `model`. `texts`: plain texts (every token after the first is scored) or
+    (prompt, response) pairs (only the response tokens are scored, given the prompt). Truncated to
+    `max_length` tokens; batched by length; padding is never scored; peak memory of the output layer is
+    chunk_positions x vocabulary floats.
     """
     if not texts:
         raise ValueError("texts is empty: give at least one text to score")
@@ -60,35 +80,270 @@ def text_nll(model: nn.Module, tokenizer, texts: list[str], batch_size: int = 8,
     head = _logit_head(model)
     nll_sum = torch.zeros(len(texts), dtype=torch.float64)
     n_tok = torch.zeros(len(texts), dtype=torch.int64)
-    encoded = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc="perplexity", disable=not progress, leave=False):
-        width = max(len(encoded[i]) for i in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
-            mask[row, :len(encoded[i])] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-        # position t predicts token t + 1; keep pairs where both are real tokens
-        scored = mask[:, 1:].bool()
-        rows = torch.arange(len(batch), device=device).unsqueeze(1).expand_as(scored)[scored]
-        h = hidden[:, :-1][scored]
-        targets = ids[:, 1:][scored]
-        token_nll = torch.empty(len(targets), dtype=torch.float64, device=device)
-        for start in range(0, len(targets), chunk_positions):
-            sl = slice(start, start + chunk_positions)
-            logp = torch.log_softmax(head(h[sl]), dim=-1)
-            token_nll[sl] = -logp.gather(1, targets[sl].unsqueeze(1)).squeeze(1).double()
-        batch_index = torch.tensor(batch)
-        nll_sum[batch_index] += torch.zeros(len(batch), dtype=torch.float64).index_add_(
-            0, rows.cpu(), token_nll.cpu())
-        n_tok[batch_index] += scored.sum(1).cpu()
+    for batch in tqdm(batches(tokenizer, texts, batch_size, max_length, device), desc="perplexity",
+                      disable=not progress, leave=False):
+        rows, logp = target_logprobs(model, batch, head, chunk_positions)
+        index = torch.tensor(batch.index)
+        nll_sum[index] += torch.zeros(len(index), dtype=torch.float64).index_add_(0, rows.cpu(), -logp.double().cpu())
+        n_tok[index] += batch.target_mask[:, 1:].sum(1).cpu()
     return TextNLL(nll_sum, n_tok)
 
 
 def perplexity(model: nn.Module, tokenizer, texts: list[str], aggregation: str = "official", **kwargs) -> float:
     """Perplexity of `texts`; see `TextNLL.perplexity` for the two aggregations and `text_nll` for options."""
     return text_nll(model, tokenizer, texts, **kwargs).perplexity(aggregation)
+
+
+# ----------------------------------------------------------------------------------------------
+# Alignment metrics
+
+
+@torch.no_grad()
+def mean_hidden_states(model: nn.Module, tokenizer, texts: list[str], layer: int, batch_size: int = 16,
+                       max_length: int = 256) -> torch.Tensor:
+    """Mean over tokens (padding excluded) of the residual stream after block `layer`, per text: [texts, hidden]."""
+    out = None
+    for batch in batches(tokenizer, texts, batch_size, max_length, next(model.parameters()).device):
+        hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                  output_hidden_states=True).hidden_states[layer + 1]
+        weights = batch.attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = ((hidden * weights).sum(1) / weights.sum(1)).float().cpu()
+        if out is None:
+            out = torch.empty(len(texts), pooled.shape[-1])
+        out[torch.tensor(batch.index)] = pooled
+    return out
+
+
+def retrieval_accuracy(queries: torch.Tensor, targets: torch.Tensor) -> float:
+    """Share of queries [n, d] whose most cosine-similar target [n, d] is the parallel one (same row)."""
+    if queries.shape != targets.shape:
+        raise ValueError(f"queries {tuple(queries.shape)} and targets {tuple(targets.shape)} must be parallel")
+    sims = F.normalize(queries, dim=-1) @ F.normalize(targets, dim=-1).T
+    return float((sims.argmax(-1) == torch.arange(len(queries))).double().mean())
+
+
+# ----------------------------------------------------------------------------------------------
+# Perplexity and accuracy under deactivation (the paper's Figs 2 and 10)
+
+
+@dataclass(frozen=True, eq=False)
+class PPLGrid:
+    """Perplexity of each evaluated language with each neuron set switched off.
+
+    nll: (condition, target language) -> `TextNLL`; condition "none" (no intervention), a set's name, or
+    "random:<name>" for that set's random control. names: the switched-off sets, in row order; langs: the
+    evaluated languages (columns); sizes: neurons in each set; seed: the control's base seed.
+    Tables come for either aggregation ("official" or "token", see `TextNLL.perplexity`).
+    """
+
+    nll: dict
+    names: tuple[str, ...]
+    langs: tuple[str, ...]
+    sizes: dict
+    seed: int | None = None
+
+    def _table(self, rows: list[str], labels: list[str], aggregation: str):
+        import pandas as pd
+
+        values = [[self.nll[(row, lang)].perplexity(aggregation) if (row, lang) in self.nll else float("nan")
+                   for lang in self.langs] for row in rows]
+        return pd.DataFrame(values, index=pd.Index(labels, name="switched off"),
+                            columns=pd.Index(self.langs, name="evaluated"))
+
+    def ppl(self, aggregation: str = "official", control: bool = False):
+        """Perplexity table: rows "none" and each set (or, with control=True, each set's random control,
+        NaN where it was not evaluated), columns the evaluated languages."""
+        if control:
+            return self._table([f"random:{name}" for name in self.names], list(self.names), aggregation)
+        return self._table(["none", *self.names], ["none", *self.names], aggregation)
+
+    def change(self, aggregation: str = "official", relative: bool = False, control: bool = False):
+        """PPL(set switched off) − PPL(none), per set and evaluated language; relative=True divides by
+        PPL(none). control=True: the same for the random controls."""
+        base = self.ppl(aggregation).loc["none"]
+        delta = self.ppl(aggregation, control).loc[list(self.names)] - base
+        return delta / base if relative else delta
+
+    def diagonal(self, aggregation: str = "official", control: bool = False):
+        """The change where the switched-off set's name is the evaluated language (a Series by language)."""
+        import pandas as pd
+
+        change = self.change(aggregation, control=control)
+        return pd.Series({n: change.loc[n, n] for n in self.names if n in self.langs}, name="diagonal")
+
+    def summary(self, aggregation: str = "official"):
+        """Per switched-off language: neurons, ΔPPL on its own language (diagonal), the mean ΔPPL on the other
+        languages (off-diagonal), and the same two for the random control when it was evaluated."""
+        import pandas as pd
+
+        change, rand = self.change(aggregation), self.change(aggregation, control=True)
+        rows = {}
+        for name in self.names:
+            others = [lang for lang in self.langs if lang != name]
+            rows[name] = {"neurons": self.sizes[name],
+                          "diagonal": change.loc[name, name] if name in self.langs else float("nan"),
+                          "off-diagonal mean": change.loc[name, others].mean(),
+                          "random: diagonal": rand.loc[name, name] if name in self.langs else float("nan"),
+                          "random: off-diagonal mean": rand.loc[name, others].mean()}
+        return pd.DataFrame(rows).T.rename_axis("switched off")
+
+    def tidy(self, aggregation: str = "official"):
+        """One row per (condition, evaluated language): set, control, neurons, ppl, change, relative change."""
+        import pandas as pd
+
+        base = self.ppl(aggregation).loc["none"]
+        rows = []
+        for (condition, lang), nll in self.nll.items():
+            is_control = condition.startswith("random:")
+            name = condition.removeprefix("random:")
+            value = nll.perplexity(aggregation)
+            rows.append({"switched off": name, "control": is_control, "evaluated": lang,
+                         "neurons": self.sizes.get(name, 0), "ppl": value, "change": value - base[lang],
+                         "relative change": (value - base[lang]) / base[lang]})
+        return pd.DataFrame(rows)
+
+
+def ppl_grid(model: nn.Module, tokenizer, texts_by_lang: dict, neuron_sets: dict, control: bool | str = False,
+             seed: int = 0, batch_size: int = 8, max_length: int = 512, chunk_positions: int = 256,
+             progress: bool = True) -> PPLGrid:
+    """Perplexity of every language of `texts_by_lang` (lang -> texts or (prompt, response) pairs, see
+    `text_nll`) with no intervention (row "none", computed once) and with each set of `neuron_sets`
+    (name -> per-layer neuron indices, usually a language code -> that language's neurons) switched off
+    with `lnlib.intervene.deactivate`.
+
+    control: False; True or "all" adds, per set, a random control of the same size in every layer
+    (`lnlib.intervene.random_like`, seed `seed` + the set's row number) evaluated on every language;
+    "diagonal" evaluates each control only on the language named like its set (cheaper: one cell per row).
+    """
+    from lnlib import intervene, models
+
+    if control not in (False, True, "all", "diagonal"):
+        raise ValueError(f"control must be False, True, 'all' or 'diagonal', got {control!r}")
+    if not texts_by_lang:
+        raise ValueError("texts_by_lang is empty: give lang -> texts for at least one language")
+    if "none" in neuron_sets or any(str(name).startswith("random:") for name in neuron_sets):
+        raise ValueError("'none' and names starting with 'random:' are reserved for the baseline and controls")
+    width = models.n_neurons(model)
+    checked = {name: intervene.check_neurons(neurons, models.n_layers(model), width)
+               for name, neurons in neuron_sets.items()}
+    jobs = [("none", None, lang) for lang in texts_by_lang]
+    jobs += [(name, checked[name], lang) for name in checked for lang in texts_by_lang]
+    if control:
+        for row, (name, neurons) in enumerate(checked.items()):
+            rand = intervene.random_like(neurons, width, seed=seed + row)
+            targets = [name] if control == "diagonal" and name in texts_by_lang else (
+                [] if control == "diagonal" else list(texts_by_lang))
+            jobs += [(f"random:{name}", rand, lang) for lang in targets]
+    nll = {}
+    for condition, neurons, lang in tqdm(jobs, desc="perplexity grid", disable=not progress, leave=False):
+        if neurons is None:
+            nll[(condition, lang)] = text_nll(model, tokenizer, list(texts_by_lang[lang]), batch_size, max_length,
+                                              chunk_positions, progress=False)
+            continue
+        with intervene.deactivate(model, neurons):
+            nll[(condition, lang)] = text_nll(model, tokenizer, list(texts_by_lang[lang]), batch_size, max_length,
+                                              chunk_positions, progress=False)
+    sizes = {name: intervene.n_neurons_in(neurons) for name, neurons in checked.items()}
+    return PPLGrid(nll, tuple(checked), tuple(texts_by_lang), sizes, seed if control else None)
+
+
+def extract_last_number(text: str) -> float | None:
+    """The last number in `text` (commas between digits removed, as MAPO's evaluator does), or None."""
+    import re
+
+    found = re.findall(r"-?\d+(?:\.\d+)?", re.sub(r"(?<=\d),(?=\d)", "", text))
+    return float(found[-1]) if found else None
+
+
+def is_correct_number(text: str, answer: float, tolerance: float = 1e-2) -> bool:
+    """True when the last number of `text` is within `tolerance` of `answer` (MAPO's criterion)."""
+    value = extract_last_number(text)
+    return value is not None and abs(value - answer) <= tolerance
+
+
+_IDENTIFIERS: dict = {}
+
+
+def _language_identifier(langs: tuple[str, ...]):
+    if langs not in _IDENTIFIERS:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        identifier.set_languages(list(langs))
+        _IDENTIFIERS[langs] = identifier
+    return _IDENTIFIERS[langs]
+
+
+def detect_language(text: str, langs=None, min_letters: int = 3) -> str | None:
+    """The most likely language of `text` among `langs` (py3langid, a naive Bayes model shipped with the
+    package; no network), or None when the text has fewer than `min_letters` letters (numbers and symbols
+    carry no language). langs: default `lnlib.data.LANGS`."""
+    from lnlib.data import LANGS
+
+    if sum(ch.isalpha() for ch in text) < min_letters:
+        return None
+    return _language_identifier(tuple(langs or LANGS)).classify(text)[0]
+
+
+@dataclass(frozen=True, eq=False)
+class AccuracyGrid:
+    """Answers generated with each neuron set switched off, and whether each is right.
+
+    outputs: (condition, language) -> generated texts; correct: -> bool [n] (last number within tolerance);
+    in_language: -> bool [n] (detected language is the question's). condition "none" or a set's name.
+    """
+
+    outputs: dict
+    correct: dict
+    in_language: dict
+    names: tuple[str, ...]
+    langs: tuple[str, ...]
+
+    def accuracy(self, require_language: bool = True):
+        """Share of answers that are correct (and, by default, in the question's language): rows "none" and
+        each set, columns the evaluated languages."""
+        import pandas as pd
+
+        rows = ["none", *self.names]
+        values = [[float((self.correct[(r, lang)] & (self.in_language[(r, lang)] if require_language else True))
+                         .float().mean()) for lang in self.langs] for r in rows]
+        return pd.DataFrame(values, index=pd.Index(rows, name="switched off"),
+                            columns=pd.Index(self.langs, name="evaluated"))
+
+    def change(self, require_language: bool = True):
+        """Accuracy with a set switched off minus accuracy with none (the paper's Fig. 2 cells)."""
+        table = self.accuracy(require_language)
+        return table.loc[list(self.names)] - table.loc["none"]
+
+
+def accuracy_grid(model: nn.Module, tokenizer, problems_by_lang: dict, neuron_sets: dict, prompt=None,
+                  max_new_tokens: int = 256, batch_size: int = 8, stop=(), tolerance: float = 1e-2,
+                  generate=None, progress: bool = True) -> AccuracyGrid:
+    """Greedy answers to `problems_by_lang` (lang -> `lnlib.data.Problem`s) with no intervention and with
+    each set of `neuron_sets` switched off; an answer counts when its last number is within `tolerance` of
+    the gold answer and `detect_language` finds the question's language (the paper's "correct and in the
+    correct language"). prompt: Problem -> text (default `lnlib.capture.mathoctopus_prompt`); generate: the
+    generation function (default `lnlib.capture.generate_responses`; tests pass a stub)."""
+    from lnlib import capture, intervene
+
+    prompt = prompt or capture.mathoctopus_prompt
+    generate = generate or capture.generate_responses
+    conditions = [("none", None)] + [(name, neurons) for name, neurons in neuron_sets.items()]
+    outputs, correct, in_language = {}, {}, {}
+    jobs = [(c, n, lang) for c, n in conditions for lang in problems_by_lang]
+    for condition, neurons, lang in tqdm(jobs, desc="accuracy grid", disable=not progress, leave=False):
+        problems = list(problems_by_lang[lang])
+        prompts = [prompt(p) for p in problems]
+        options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop, progress=False)
+        if neurons is None:
+            texts = generate(model, tokenizer, prompts, **options)
+        else:
+            with intervene.deactivate(model, neurons):
+                texts = generate(model, tokenizer, prompts, **options)
+        outputs[(condition, lang)] = texts
+        correct[(condition, lang)] = torch.tensor([is_correct_number(t, p.answer, tolerance)
+                                                   for t, p in zip(texts, problems, strict=True)], dtype=torch.bool)
+        in_language[(condition, lang)] = torch.tensor([detect_language(t) == p.lang
+                                                       for t, p in zip(texts, problems, strict=True)],
+                                                      dtype=torch.bool)
+    return AccuracyGrid(outputs, correct, in_language, tuple(neuron_sets), tuple(problems_by_lang))

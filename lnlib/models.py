@@ -103,6 +103,12 @@ def mlp_activations(model: nn.Module) -> list[nn.Module]:
     return acts
 
 
+def mlps(model: nn.Module) -> list[nn.Module]:
+    """One MLP module per layer (the parent of the activation module)."""
+    parent = architecture(model).act.rpartition(".")[0]
+    return [_get(block, parent) for block in blocks(model)]
+
+
 def mlp_down_projections(model: nn.Module) -> list[nn.Module]:
     """One down projection per layer (the module that reads the MLP neurons)."""
     arch = architecture(model)
@@ -213,3 +219,60 @@ def _convert_default_model(target: Path) -> None:
         os.replace(work, target)  # the folder appears complete or not at all
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batching texts and (prompt, response) pairs
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A right-padded batch. input_ids, attention_mask: [batch, tokens]; target_mask: [batch, tokens], True
+    at the tokens that count (every token of a plain text; the response tokens of a pair); index: the
+    examples' positions in the list they came from."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    target_mask: torch.Tensor
+    index: list[int]
+
+
+def encode_example(tokenizer, example: str | tuple[str, str], max_length: int) -> tuple[list[int], int]:
+    """Token ids of a text or a (prompt, response) pair, and where the counted tokens start.
+
+    A pair is tokenized as prompt ids (with the tokenizer's special tokens, e.g. BOS) followed by the
+    response's own ids, so the prompt/response boundary is exact. Truncated to `max_length` tokens."""
+    if isinstance(example, str):
+        ids, start = tokenizer(example)["input_ids"], 0
+    else:
+        prompt, response = example
+        ids = tokenizer(prompt)["input_ids"]
+        start = len(ids)
+        ids = ids + tokenizer(response, add_special_tokens=False)["input_ids"]
+    return ids[:max_length], start
+
+
+def batches(tokenizer, examples: list, batch_size: int, max_length: int, device=None) -> list[Batch]:
+    """Examples (texts or (prompt, response) pairs) as right-padded batches, grouped by length so that
+    padding is small. Padding is never a target; neither is any prompt token."""
+    if not examples:
+        raise ValueError("no examples given")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    encoded = [encode_example(tokenizer, ex, max_length) for ex in examples]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = []
+    for first in range(0, len(order), batch_size):
+        index = order[first:first + batch_size]
+        width = max(len(encoded[i][0]) for i in index)
+        ids = torch.full((len(index), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(index), width), dtype=torch.long)
+        target = torch.zeros((len(index), width), dtype=torch.bool)
+        for row, i in enumerate(index):
+            tokens, start = encoded[i]
+            ids[row, :len(tokens)] = torch.tensor(tokens)
+            mask[row, :len(tokens)] = 1
+            target[row, start:len(tokens)] = True
+        out.append(Batch(ids.to(device), mask.to(device), target.to(device), index))
+    return out

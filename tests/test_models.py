@@ -1,9 +1,6 @@
 import pytest
 import torch
-from tiny_models import tiny_model
-from tokenizers import Tokenizer, pre_tokenizers
-from tokenizers.models import WordLevel
-from transformers import PreTrainedTokenizerFast
+from tiny_models import tiny_model, word_tokenizer
 
 from lnlib import models
 from lnlib.evaluate import text_nll
@@ -85,17 +82,9 @@ def test_shared_activation_module_is_refused():
         models.mlp_activations(model)
 
 
-def _word_tokenizer():
-    vocab = {w: i for i, w in enumerate(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(100)])}
-    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>",
-                                   eos_token="<eos>", unk_token="<unk>")
-
-
 def test_load_model_from_local_folder(tmp_path):
     model = tiny_model("qwen3")
-    tokenizer = _word_tokenizer()
+    tokenizer = word_tokenizer()
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     loaded, tok = models.load_model(tmp_path, device="cpu")
@@ -113,7 +102,7 @@ def test_load_model_missing_folder_explains(tmp_path):
 @pytest.mark.parametrize("family", ["gemma3_text", "gpt2", "gemma2"])
 def test_text_nll_equals_labels_loss(family):
     model = tiny_model(family)
-    tokenizer = _word_tokenizer()
+    tokenizer = word_tokenizer()
     texts = ["w1 w2 w3 w4 w5 w6", "w9 w8", "w3 w3 w3 w1 w2"]
     result = text_nll(model, tokenizer, texts, batch_size=2, chunk_positions=3, progress=False)
     for i, text in enumerate(texts):

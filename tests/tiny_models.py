@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 import transformers as tf
+from tokenizers import Tokenizer, pre_tokenizers
+from tokenizers.models import WordLevel
 
 SMALL = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128)
@@ -29,3 +31,12 @@ def tiny_model(model_type: str, seed: int = 0):
     if model_type == "gemma3":
         return tf.Gemma3ForConditionalGeneration(config).eval()
     return tf.AutoModelForCausalLM.from_config(config).eval()
+
+
+def word_tokenizer():
+    """A whitespace word-level tokenizer over <pad> <bos> <eos> <unk> w0..w99 (ids 0..103), adding <bos>."""
+    vocab = {w: i for i, w in enumerate(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(100)])}
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>",
+                                      eos_token="<eos>", unk_token="<unk>")
