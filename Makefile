@@ -33,6 +33,7 @@ $(STAMP): requirements.txt constraints-cpu.txt pyproject.toml
 
 book: setup
 	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+	$(PY) tools/check_links.py _build/html
 
 test: setup
 	LNLIB_FAST=1 $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=1800

@@ -11,7 +11,7 @@ by default:
   (`alignment_score`, a character n-gram F-score), and a DPO loss prefers the better of each pair.
 
 The comparison tools (`layer_change`, `n_change`, `overlap_table`, `lang_change`) take two
-`lnlib.identify.Identification`s, typically of the base and the aligned model.
+identifications (`lnlib.identify.Identification`), typically of the base and the aligned model.
 """
 
 from __future__ import annotations
@@ -339,7 +339,7 @@ def n_change(base: Identification, other: Identification, over: str = "all") -> 
 
 
 def overlap_table(base: Identification, other: Identification, unit: str = "triple") -> pd.Series:
-    """Overlap ratio |base ∩ other| / |base| in %, for specific, related and general neurons (paper Table 4)."""
+    """Overlap ratio ``|base ∩ other| / |base|`` in %, for specific, related and general neurons (paper Table 4)."""
     _check_pair(base, other)
     return pd.Series({kind: 100 * overlap_ratio(base, other, kind, unit)
                       for kind in ("specific", "related", "general")}, name="overlap %")

@@ -156,7 +156,7 @@ def paper_score(probs: torch.Tensor, lam: float, units: str = "code") -> torch.T
 
     units="code": Ĥ − λ · max_k p / c_l (the official code; λ* = 0.109375 on the released data).
     units="paper": H − λ · max_k p, with H = Ĥ · ln K the entropy in nats. Both rank neurons identically
-    when λ_paper = `lam_to_paper`(λ_code).
+    when λ_paper = `lam_to_paper` of λ_code.
     """
     check_probs(probs)
     k = probs.shape[-1]
@@ -328,7 +328,7 @@ def _per_layer(pairs: torch.Tensor, layers: int) -> list[torch.Tensor]:
 
 
 def overlap_ratio(a: Identification, b: Identification, kind: str = "specific", unit: str = "triple") -> float:
-    """|A ∩ B| / |A| with A the neurons of reference `a` (the paper's Table 4 takes the base model on MGSM
+    """``|A ∩ B| / |A|`` with A the neurons of reference `a` (the paper's Table 4 takes the base model on MGSM
     as reference; it does not give the formula).
 
     unit="triple": a neuron counts once per language it is assigned to, and only matches the same neuron
