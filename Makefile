@@ -32,7 +32,7 @@ $(STAMP): requirements.txt constraints-cpu.txt pyproject.toml
 	touch $@
 
 book: setup
-	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+	LNLIB_STATIC=1 $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 	$(PY) tools/check_links.py _build/html
 
 test: setup

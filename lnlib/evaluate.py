@@ -171,20 +171,23 @@ class PPLGrid:
         change = self.change(aggregation, control=control)
         return pd.Series({n: change.loc[n, n] for n in self.names if n in self.langs}, name="diagonal")
 
-    def summary(self, aggregation: str = "official"):
-        """Per switched-off language: neurons, ΔPPL on its own language (diagonal), the mean ΔPPL on the other
-        languages (off-diagonal), and the same two for the random control when it was evaluated."""
+    def summary(self, aggregation: str = "official", statistic: str = "mean"):
+        """Per switched-off language: neurons, ΔPPL on its own language (diagonal), the `statistic` ("mean" or
+        "median") of the ΔPPL on the other languages (off-diagonal), and the same two for the random control
+        (NaN where it was not evaluated)."""
         import pandas as pd
 
+        if statistic not in ("mean", "median"):
+            raise ValueError(f"statistic must be 'mean' or 'median', got {statistic!r}")
         change, rand = self.change(aggregation), self.change(aggregation, control=True)
         rows = {}
         for name in self.names:
             others = [lang for lang in self.langs if lang != name]
             rows[name] = {"neurons": self.sizes[name],
                           "diagonal": change.loc[name, name] if name in self.langs else float("nan"),
-                          "off-diagonal mean": change.loc[name, others].mean(),
+                          f"off-diagonal {statistic}": getattr(change.loc[name, others], statistic)(),
                           "random: diagonal": rand.loc[name, name] if name in self.langs else float("nan"),
-                          "random: off-diagonal mean": rand.loc[name, others].mean()}
+                          f"random: off-diagonal {statistic}": getattr(rand.loc[name, others], statistic)()}
         return pd.DataFrame(rows).T.rename_axis("switched off")
 
     def tidy(self, aggregation: str = "official"):
@@ -214,35 +217,39 @@ def ppl_grid(model: nn.Module, tokenizer, texts_by_lang: dict, neuron_sets: dict
     control: False; True or "all" adds, per set, a random control of the same size in every layer
     (`lnlib.intervene.random_like`, seed `seed` + the set's row number) evaluated on every language;
     "diagonal" evaluates each control only on the language named like its set (cheaper: one cell per row).
+    Each condition scores all its languages' texts in one `text_nll` call (fuller batches), split afterwards.
     """
+    import contextlib
+
     from lnlib import intervene, models
 
     if control not in (False, True, "all", "diagonal"):
         raise ValueError(f"control must be False, True, 'all' or 'diagonal', got {control!r}")
-    if not texts_by_lang:
-        raise ValueError("texts_by_lang is empty: give lang -> texts for at least one language")
+    if not texts_by_lang or not all(len(texts) for texts in texts_by_lang.values()):
+        raise ValueError("texts_by_lang must map at least one language to a non-empty list of texts")
     if "none" in neuron_sets or any(str(name).startswith("random:") for name in neuron_sets):
         raise ValueError("'none' and names starting with 'random:' are reserved for the baseline and controls")
     width = models.n_neurons(model)
     checked = {name: intervene.check_neurons(neurons, models.n_layers(model), width)
                for name, neurons in neuron_sets.items()}
-    jobs = [("none", None, lang) for lang in texts_by_lang]
-    jobs += [(name, checked[name], lang) for name in checked for lang in texts_by_lang]
+    langs = list(texts_by_lang)
+    jobs = [("none", None, langs)] + [(name, neurons, langs) for name, neurons in checked.items()]
     if control:
         for row, (name, neurons) in enumerate(checked.items()):
-            rand = intervene.random_like(neurons, width, seed=seed + row)
-            targets = [name] if control == "diagonal" and name in texts_by_lang else (
-                [] if control == "diagonal" else list(texts_by_lang))
-            jobs += [(f"random:{name}", rand, lang) for lang in targets]
+            targets = langs if control in (True, "all") else [lang for lang in langs if lang == name]
+            if targets:
+                jobs.append((f"random:{name}", intervene.random_like(neurons, width, seed=seed + row), targets))
     nll = {}
-    for condition, neurons, lang in tqdm(jobs, desc="perplexity grid", disable=not progress, leave=False):
-        if neurons is None:
-            nll[(condition, lang)] = text_nll(model, tokenizer, list(texts_by_lang[lang]), batch_size, max_length,
-                                              chunk_positions, progress=False)
-            continue
-        with intervene.deactivate(model, neurons):
-            nll[(condition, lang)] = text_nll(model, tokenizer, list(texts_by_lang[lang]), batch_size, max_length,
-                                              chunk_positions, progress=False)
+    for condition, neurons, targets in tqdm(jobs, desc="perplexity grid", disable=not progress, leave=False):
+        # one text_nll call per condition over all its languages' texts: fuller batches, then split by language
+        texts = [text for lang in targets for text in texts_by_lang[lang]]
+        with intervene.deactivate(model, neurons) if neurons is not None else contextlib.nullcontext():
+            result = text_nll(model, tokenizer, texts, batch_size, max_length, chunk_positions, progress=False)
+        first = 0
+        for lang in targets:
+            last = first + len(texts_by_lang[lang])
+            nll[(condition, lang)] = TextNLL(result.nll_sum[first:last], result.n_tokens[first:last])
+            first = last
     sizes = {name: intervene.n_neurons_in(neurons) for name, neurons in checked.items()}
     return PPLGrid(nll, tuple(checked), tuple(texts_by_lang), sizes, seed if control else None)
 

@@ -188,3 +188,191 @@ def lang_heatmap(values, title: str, cbar_label: str, langs=LANGS, center: float
     fig.colorbar(image, ax=ax, label=cbar_label, shrink=0.85)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Four stages and the logit lens (chapter "Four stages")
+
+STAGE_COLORS = ("#f2e6d9", "#e3edf7", "#e6f2e3", "#efe3f2")
+"""Background shades of the four stages (1 to 4)."""
+
+TYPE_COLORS = {"specific": "#4c72b0", "related": "#dd8452", "general": "#55a868"}
+"""One colour per neuron type."""
+
+
+def _shade_stages(ax, labels, text: bool = True) -> None:
+    """Shade runs of equal stage label (0 = none) behind a per-layer plot and number them at the top."""
+    start = 0
+    for i in range(1, len(labels) + 1):
+        if i == len(labels) or labels[i] != labels[start]:
+            stage = labels[start]
+            if stage:
+                ax.axvspan(start - 0.5, i - 0.5, color=STAGE_COLORS[stage - 1], zorder=0)
+                if text:
+                    ax.annotate(str(stage), ((start + i - 1) / 2, 1), xycoords=("data", "axes fraction"),
+                                xytext=(0, -2), textcoords="offset points", ha="center", va="top",
+                                fontsize=9, fontweight="bold", color="0.35")
+            if 0 < start and stage:
+                ax.axvline(start - 0.5, color="0.4", ls="--", lw=0.8, zorder=1)
+            start = i
+
+
+def stage_profiles(results: Mapping) -> Figure:
+    """One column per model (name -> `lnlib.stages.Stages`): top, the layer-wise counts of specific, related
+    and general neurons; bottom, the language share the rule reads, with its low and high cut-offs. The
+    stages are shaded and numbered (1–4); unshaded layers were not assigned."""
+    import numpy as np
+
+    fig, axes = plt.subplots(2, len(results), figsize=(5.4 * len(results), 5.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.6, 1]}, sharex="col")
+    for col, (name, st) in enumerate(results.items()):
+        top, bottom = axes[0, col], axes[1, col]
+        layers = np.arange(st.layers)
+        for kind in ("specific", "related", "general"):
+            top.plot(layers, getattr(st, kind), marker="o", ms=3, lw=1.4, color=TYPE_COLORS[kind], label=kind)
+        bottom.plot(layers, st.share, marker="o", ms=3, lw=1.4, color="black", label="language share")
+        for key, style in (("low share", ":"), ("high share", "--")):
+            bottom.axhline(st.thresholds[key], color="0.3", ls=style, lw=1,
+                           label=f"{key.split()[0]} cut ({st.thresholds[key.split()[0]]:g} × peak)")
+        for ax in (top, bottom):
+            _shade_stages(ax, st.labels, text=ax is top)
+            ax.set_xlim(-0.5, st.layers - 0.5)
+        verdict = "four stages" if st.found else "four stages not found"
+        top.set_title(f"{name}: {verdict}", fontsize=10)
+        top.set_ylabel("neurons in the layer")
+        bottom.set_ylabel("(spec. + rel.) / all")
+        bottom.set_xlabel("layer")
+        bottom.set_ylim(0, 1.05 * max(1e-9, max(st.share)))
+        if col == 0:
+            top.legend(fontsize=8, loc="best")
+            bottom.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+LENS_COLORS = {"input language": "#4c72b0", "en": "#c44e52", "other languages": "#8172b3", "unattributed": "#cccccc"}
+
+
+def lens_shares(shares: Mapping, labels=None, title: str = "") -> Figure:
+    """Stacked areas, per layer, of what the logit lens decodes to: one panel per entry of `shares`
+    (panel title -> DataFrame of `lnlib.lens.language_shares`, columns input language / en / other
+    languages / unattributed). labels: per-layer stage labels to shade behind every panel (optional)."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(shares), figsize=(4.8 * len(shares) + 0.6, 3.4), squeeze=False, sharey=True)
+    for ax, (name, frame) in zip(axes[0], shares.items(), strict=True):
+        layers = np.asarray(frame.index)
+        ax.stackplot(layers, *[frame[c].to_numpy() for c in frame.columns], alpha=0.9,
+                     colors=[LENS_COLORS.get(c, LENS_COLORS["en"]) for c in frame.columns],
+                     labels=[("English" if c == "en" else c) for c in frame.columns], zorder=2)
+        if labels is not None:
+            for i in range(1, len(labels)):
+                if labels[i] != labels[i - 1]:
+                    ax.axvline(i - 0.5, color="black", ls="--", lw=1, zorder=3)
+        ax.set_xlim(layers[0], layers[-1])
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("layer")
+        ax.set_title(name, fontsize=10)
+    axes[0, 0].set_ylabel("share of decoded tokens")
+    axes[0, -1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def sharing_curves(tables: Mapping, highlight: str = "en") -> Figure:
+    """For each language, the share of its neurons above τ that are above τ in m other languages (m on the
+    x axis); one panel per entry of `tables` (title -> DataFrame of `lnlib.stages.others_above`). The
+    `highlight` language is drawn thick."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.6), squeeze=False, sharey=False)
+    for ax, (name, table) in zip(axes[0], tables.items(), strict=True):
+        shares = table.div(table.sum(axis=1).clip(lower=1), axis=0)
+        for lang in LANGS:
+            if lang in shares.index:
+                strong = lang == highlight
+                ax.plot(shares.columns, shares.loc[lang], marker="o" if strong else None, ms=4,
+                        lw=2.6 if strong else 1, color=LANG_COLORS[lang], alpha=1 if strong else 0.75,
+                        label=lang, zorder=3 if strong else 2)
+        ax.set_xticks(list(shares.columns))
+        ax.set_xlabel("other languages in which the neuron is also above τ")
+        ax.set_ylabel("share of the language's neurons above τ")
+        ax.set_title(name, fontsize=10)
+    axes[0, -1].legend(fontsize=8, ncol=2, title="language", title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Live models (chapters "Language neurons in a live model" and "Switching neurons off")
+
+
+def gate_activations(lo: float = -5.0, hi: float = 3.0) -> Figure:
+    """SiLU (Llama, Mistral) and GELU-tanh (Gemma) against the gate pre-activation z: both are > 0 exactly
+    where z > 0 (shaded, "active"), and slightly negative below, with their minimum marked."""
+    import torch
+
+    z = torch.linspace(lo, hi, 801)
+    curves = {"SiLU: z·σ(z)": torch.nn.functional.silu(z),
+              "GELU-tanh": torch.nn.functional.gelu(z, approximate="tanh")}
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    ax.axvspan(0, hi, color="tab:green", alpha=0.08, label="active: act(z) > 0")
+    places = ((lo + 0.3, -0.6), (0.35, -0.5))  # where the two minima are labelled, in data coordinates
+    for (label, y), color, place in zip(curves.items(), GROUP_COLORS, places, strict=False):
+        ax.plot(z, y, color=color, lw=2, label=label)
+        low = int(y.argmin())
+        ax.plot(z[low], y[low], "o", color=color, ms=5)
+        ax.annotate(f"min {float(y[low]):.3f} at z = {float(z[low]):.2f}", (z[low], y[low]), xytext=place,
+                    fontsize=8, color=color, va="center", arrowprops={"arrowstyle": "-", "color": color, "lw": 0.8},
+                    bbox={"boxstyle": "round", "fc": "white", "ec": "none", "alpha": 0.9})
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axvline(0, color="black", lw=0.8, ls="--")
+    ax.set_xlabel("gate pre-activation z")
+    ax.set_ylabel("activation act(z)")
+    ax.set_ylim(-0.75, hi)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def _compact(value: float) -> str:
+    """A short label for a heatmap cell: 0.12, 3.4, 18, 250, 28k, 3e9."""
+    size = abs(value)
+    if size >= 999_500:
+        mantissa, exponent = f"{value:.0e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    if size >= 1e4:
+        return f"{value / 1e3:.0f}k"
+    if size >= 10:
+        return f"{value:.0f}"
+    if size >= 1:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def change_heatmap(change, title: str, cbar_label: str = "ΔPPL", linthresh: float = 1.0,
+                   xlabel: str = "evaluated language", ylabel: str = "neurons switched off") -> Figure:
+    """Annotated heatmap of changes whose sizes span orders of magnitude (e.g. ΔPPL, from 0.01 to 10^4): a
+    diverging colour map centred on 0 with a symmetric log scale (linear within ±`linthresh`), so that small and
+    huge changes both stay visible; cells show the values themselves. change: a DataFrame (rows: switched-off
+    sets, columns: evaluated languages), shown in `LANGS` order where the labels are language codes."""
+    import numpy as np
+    from matplotlib.colors import SymLogNorm
+
+    rows = [lang for lang in LANGS if lang in change.index] + [r for r in change.index if r not in LANGS]
+    cols = [lang for lang in LANGS if lang in change.columns] + [c for c in change.columns if c not in LANGS]
+    grid = change.loc[rows, cols].to_numpy(dtype=float)
+    span = max(float(np.nanmax(np.abs(grid))), linthresh * 10)
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    image = ax.imshow(grid, cmap="RdBu_r", norm=SymLogNorm(linthresh, vmin=-span, vmax=span, base=10))
+    for (r, c), v in np.ndenumerate(grid):
+        strong = abs(v) > linthresh * (span / linthresh) ** 0.6
+        ax.text(c, r, _compact(v), ha="center", va="center", fontsize=7.5, color="white" if strong else "black")
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label=f"{cbar_label} (symmetric log scale)", shrink=0.85)
+    fig.tight_layout()
+    return fig

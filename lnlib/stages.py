@@ -1,0 +1,325 @@
+"""The four stages of multilingual inference (Zhang et al. 2026, Sec. 5.1) as a reproducible rule on
+per-layer neuron counts, and the sharing analysis behind the paper's explanation of English (Sec. 5.4).
+
+The paper reads four stages off the layer-wise numbers of language-specific, language-related and general
+neurons, but gives no boundaries:
+
+1. multilingual understanding (first layers): specific and related neurons peak, few general ones;
+2. shared semantic-space reasoning (middle): specific and related nearly absent, general neurons dominate;
+3. multilingual output-space transformation (upper layers): specific and related peak again, general
+   neurons at their minimum;
+4. vocabulary-space outputting (last layer): general neurons at their maximum; the specific + related
+   total rises, specific and related moving in opposite directions.
+
+`four_stages` turns that description into a deterministic rule (its docstring states it) and returns the
+boundaries with the evidence for them, or says which part of the description a profile lacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+STAGE_NAMES: dict[int, str] = {
+    1: "multilingual understanding",
+    2: "shared semantic-space reasoning",
+    3: "multilingual output-space transformation",
+    4: "vocabulary-space outputting",
+}
+"""The paper's names of the four stages; label 0 means "not assigned"."""
+
+MIN_LAYERS = 4
+
+CHECKS: tuple[str, ...] = (
+    "stage 1: language neurons peak",
+    "stage 2: language neurons nearly absent",
+    "stage 2: general neurons outnumber language neurons",
+    "stage 3: language neurons peak again",
+    "stage 3: general neurons at their minimum",
+    "stage 4: general neurons at their maximum",
+    "stage 4: specific + related total rises",
+    "stage 4: specific and related move in opposite directions",
+)
+"""The statements of the paper's stage description that `four_stages` tests (keys of `Stages.checks`)."""
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The stage rule's result for one model (all per-layer arrays have length `layers`).
+
+    labels: stage of every layer, 1…4 (0: not assigned, when the rule stopped early).
+    boundaries: first layer of stages 2, 3 and 4 (None for a stage not found).
+    found: True when all four stages were found; reason: why not (empty when found).
+    specific, related, general: the counts the rule used (after smoothing; floats).
+    share: language-neuron share (specific + related) / (specific + related + general) per layer.
+    thresholds: the cut-offs in the units they apply to (share or general count) and the parameters.
+    evidence: the peaks and dips the boundaries rest on (layer indices and values).
+    checks: each statement of the paper's stage description, tested on this profile (True / False;
+    missing when its stage was not found). Only some of them are part of the rule (see `four_stages`).
+    """
+
+    labels: tuple[int, ...]
+    boundaries: tuple[int | None, int | None, int | None]
+    found: bool
+    reason: str
+    specific: tuple[float, ...]
+    related: tuple[float, ...]
+    general: tuple[float, ...]
+    share: tuple[float, ...]
+    thresholds: dict = field(default_factory=dict)
+    evidence: dict = field(default_factory=dict)
+    checks: dict = field(default_factory=dict)
+
+    @property
+    def layers(self) -> int:
+        return len(self.labels)
+
+    def ranges(self) -> dict[int, tuple[int, int]]:
+        """Stage -> (first layer, last layer), for the stages that were assigned."""
+        out = {}
+        for stage in range(1, 5):
+            idx = [i for i, s in enumerate(self.labels) if s == stage]
+            if idx:
+                out[stage] = (idx[0], idx[-1])
+        return out
+
+    def describe(self) -> str:
+        """One line: the layer range of every stage, or the reason no four stages were found."""
+        parts = [f"stage {s}: layers {a}–{b}" if a != b else f"stage {s}: layer {a}"
+                 for s, (a, b) in self.ranges().items()]
+        text = "; ".join(parts) if parts else "no stage assigned"
+        return text if self.found else f"{text} (four stages not found: {self.reason})"
+
+    def summary(self) -> pd.DataFrame:
+        """Per assigned stage: its name, layers, largest language share, and the specific, related and general
+        neurons it holds (summed over its layers) with the smallest and largest general count of a layer."""
+        rows = {}
+        for stage, (a, b) in self.ranges().items():
+            part = slice(a, b + 1)
+            rows[stage] = {"name": STAGE_NAMES[stage], "layers": f"{a}–{b}" if a != b else str(a),
+                           "max language share": max(self.share[part]), "specific": sum(self.specific[part]),
+                           "related": sum(self.related[part]), "general": sum(self.general[part]),
+                           "general, min per layer": min(self.general[part]),
+                           "general, max per layer": max(self.general[part])}
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("stage")
+
+    def table(self) -> pd.DataFrame:
+        """Per layer: the counts used, the language share and the stage label."""
+        return pd.DataFrame({"specific": self.specific, "related": self.related, "general": self.general,
+                             "language share": self.share, "stage": self.labels},
+                            index=pd.Index(range(self.layers), name="layer"))
+
+
+def _as_counts(name: str, values) -> np.ndarray:
+    arr = np.asarray(values.tolist() if isinstance(values, torch.Tensor) else values, dtype=float)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one count per layer (1-D), got shape {arr.shape}")
+    if not np.isfinite(arr).all() or (arr < 0).any():
+        raise ValueError(f"{name} must hold finite, non-negative counts; got min {arr.min()} in {name}")
+    return arr
+
+
+def smooth_profile(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average over `window` layers (odd; 1 = unchanged); near the ends the window is cut
+    to the layers that exist, so the profile keeps its length."""
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"smooth must be an odd window of at least 1 layer, got {window}")
+    if window == 1:
+        return values.astype(float)
+    half = window // 2
+    return np.array([values[max(0, i - half): i + half + 1].mean() for i in range(len(values))])
+
+
+def language_share(language: np.ndarray, general: np.ndarray) -> np.ndarray:
+    """language / (language + general) per layer, 0 where a layer has neither."""
+    total = language + general
+    return np.divide(language, total, out=np.zeros_like(total, dtype=float), where=total > 0)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) of every maximal run of True."""
+    runs, start = [], None
+    for i, flag in enumerate(list(mask) + [False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    return runs
+
+
+def four_stages(specific: Sequence[float], related: Sequence[float], general: Sequence[float],
+                low: float = 0.1, high: float = 0.3, final: float = 0.9, min_middle: int = 2,
+                smooth: int = 1) -> Stages:
+    """Label every layer with one of the paper's four stages, from per-layer neuron counts.
+
+    specific, related, general: one count per layer (e.g. the columns of `Identification.layer_counts()`).
+
+    The rule (every threshold is a parameter):
+
+    0. Counts are smoothed with a centred moving average of `smooth` layers (default 1: none, so
+       boundaries are exact layers). Per layer, language = specific + related and the **language share**
+       s = language / (language + general) (0 for a layer with neither). peak = max s.
+    1. **Stage 2** (shared space) is the longest run of consecutive layers with s <= `low` · peak that has at
+       least one layer before it and two after it (ties: the earliest run), and at least `min_middle`
+       layers. None: not found ("no shared middle stage").
+    2. **Stage 1** is every layer before stage 2. It must reach s >= `high` · peak somewhere (language
+       neurons peak in the first layers); otherwise not found.
+    3. **Stage 4** is the longest run of final layers whose general count is >= `final` · the largest
+       general count of any layer (general neurons at their maximum). If the last layer falls short, the
+       profile has three stages: every layer after stage 2 is labelled 3 and the result says so. If the
+       run reaches back to the layer right after stage 2, stages 3 and 4 cannot be told apart: not found.
+    4. **Stage 3** is every layer between stages 2 and 4. It must reach s >= `high` · peak somewhere
+       (language neurons peak again); otherwise not found.
+
+    Only these conditions decide `found`. The other statements of the paper's description (general neurons
+    dominate stage 2, reach their minimum in stage 3; the specific + related total rises into stage 4, with
+    specific and related moving in opposite directions) are tested and reported in `checks`.
+
+    Raises ValueError for arrays of different lengths, fewer than 4 layers, or negative / non-finite
+    counts. A profile with no neurons at all, or no language neurons, is returned with found False.
+    """
+    spec, rel, gen = (_as_counts(n, v) for n, v in (("specific", specific), ("related", related),
+                                                    ("general", general)))
+    if not len(spec) == len(rel) == len(gen):
+        raise ValueError(f"specific, related and general must have one count per layer each; got lengths "
+                         f"{len(spec)}, {len(rel)}, {len(gen)}")
+    n = len(spec)
+    if n < MIN_LAYERS:
+        raise ValueError(f"four stages need at least {MIN_LAYERS} layers, got {n}")
+    for name, value in (("low", low), ("high", high), ("final", final)):
+        if not 0 < value <= 1:
+            raise ValueError(f"{name} must lie in (0, 1], got {value}")
+    if not low < high:
+        raise ValueError(f"low ({low}) must be below high ({high}): stage 2 is where the share is low")
+    if min_middle < 1:
+        raise ValueError(f"min_middle must be at least 1, got {min_middle}")
+
+    spec_s, rel_s, gen_s = (smooth_profile(a, smooth) for a in (spec, rel, gen))
+    lang = spec_s + rel_s
+    share = language_share(lang, gen_s)
+    peak = float(share.max())
+    labels = [0] * n
+    thresholds = {"low": low, "high": high, "final": final, "min_middle": min_middle, "smooth": smooth,
+                  "low share": low * peak, "high share": high * peak}
+    evidence: dict = {"peak share": peak, "peak share layer": int(share.argmax())}
+    checks: dict = {}
+
+    def result(b2=None, b3=None, b4=None, reason=""):
+        return Stages(tuple(labels), (b2, b3, b4), not reason, reason, tuple(spec_s.tolist()),
+                      tuple(rel_s.tolist()), tuple(gen_s.tolist()), tuple(share.tolist()), thresholds,
+                      evidence, checks)
+
+    if lang.sum() + gen_s.sum() == 0:
+        return result(reason="the profile has no neurons of any type")
+    if peak == 0:
+        return result(reason="the profile has no language (specific or related) neurons")
+
+    # 1. stage 2: the longest middle run of low-share layers
+    runs = [(a, b) for a, b in _runs(share <= low * peak) if a >= 1 and b <= n - 3]
+    evidence["low runs"] = [(a, b) for a, b in _runs(share <= low * peak)]
+    if not runs:
+        return result(reason=f"no middle layers where the language share stays at or below {low:g} of its "
+                             f"peak ({low * peak:.3f}): no shared semantic-space stage")
+    a2, e2 = max(runs, key=lambda r: (r[1] - r[0], -r[0]))
+    if e2 - a2 + 1 < min_middle:
+        return result(reason=f"the longest middle run of low language share (layers {a2}–{e2}) is shorter than "
+                             f"min_middle = {min_middle} layers: no shared semantic-space stage")
+    labels[:a2] = [1] * a2
+    labels[a2:e2 + 1] = [2] * (e2 - a2 + 1)
+    evidence["stage 2 max share"] = float(share[a2:e2 + 1].max())
+
+    # 2. stage 1 must hold a language-neuron peak
+    s1_peak = int(share[:a2].argmax())
+    evidence["stage 1 peak layer"], evidence["stage 1 peak share"] = s1_peak, float(share[s1_peak])
+    checks["stage 1: language neurons peak"] = bool(share[s1_peak] >= high * peak)
+    checks["stage 2: language neurons nearly absent"] = True
+    checks["stage 2: general neurons outnumber language neurons"] = bool((gen_s[a2:e2 + 1] > lang[a2:e2 + 1]).all())
+    if not checks["stage 1: language neurons peak"]:
+        labels[:] = [0] * n
+        return result(reason=f"before the shared stage (layers 0–{a2 - 1}) the language share reaches only "
+                             f"{share[s1_peak]:.3f} < {high:g} of its peak: no multilingual understanding stage")
+
+    # 3. stage 4: the final layers where general neurons are at their maximum
+    top_general = float(gen_s.max())
+    evidence["general max"], evidence["general max layer"] = top_general, int(gen_s.argmax())
+    thresholds["final general"] = final * top_general
+    at_top = gen_s >= final * top_general
+    b4 = n
+    while b4 > 0 and at_top[b4 - 1]:
+        b4 -= 1
+    upper = slice(e2 + 1, n)
+    s3_peak = e2 + 1 + int(share[upper].argmax())
+    evidence["stage 3 peak layer"], evidence["stage 3 peak share"] = s3_peak, float(share[s3_peak])
+    if b4 == n:
+        labels[e2 + 1:] = [3] * (n - e2 - 1)
+        g3_min = e2 + 1 + int(gen_s[upper].argmin())
+        evidence["stage 3 general min layer"], evidence["stage 3 general min"] = g3_min, float(gen_s[g3_min])
+        evidence["general min layer"] = int(gen_s.argmin())
+        checks["stage 3: language neurons peak again"] = bool(share[s3_peak] >= high * peak)
+        checks["stage 3: general neurons at their minimum"] = bool(gen_s[g3_min] <= gen_s.min())
+        checks["stage 4: general neurons at their maximum"] = False
+        return result(a2, e2 + 1, None,
+                      reason=f"the last layer's general count ({gen_s[-1]:.4g}) is below {final:g} of the largest "
+                             f"({top_general:.4g}, layer {int(gen_s.argmax())}): no vocabulary-space stage, "
+                             "the profile shows three stages")
+    if b4 <= e2 + 1:
+        labels[e2 + 1:] = [0] * (n - e2 - 1)
+        return result(a2, None, None,
+                      reason=f"general neurons stay at their maximum from layer {b4} on, right after the shared "
+                             "stage: stages 3 and 4 cannot be told apart")
+
+    # 4. stage 3 between: language neurons must peak again
+    s3_peak = e2 + 1 + int(share[e2 + 1:b4].argmax())
+    evidence["stage 3 peak layer"], evidence["stage 3 peak share"] = s3_peak, float(share[s3_peak])
+    labels[e2 + 1:b4] = [3] * (b4 - e2 - 1)
+    labels[b4:] = [4] * (n - b4)
+    g3_min = e2 + 1 + int(gen_s[e2 + 1:b4].argmin())
+    evidence["stage 3 general min layer"], evidence["stage 3 general min"] = g3_min, float(gen_s[g3_min])
+    evidence["general min layer"] = int(gen_s.argmin())
+    checks["stage 3: language neurons peak again"] = bool(share[s3_peak] >= high * peak)
+    checks["stage 3: general neurons at their minimum"] = bool(gen_s[g3_min] <= gen_s.min())
+    checks["stage 4: general neurons at their maximum"] = True
+    d_spec, d_rel = spec_s[b4] - spec_s[b4 - 1], rel_s[b4] - rel_s[b4 - 1]
+    evidence["stage 4 change in specific"], evidence["stage 4 change in related"] = float(d_spec), float(d_rel)
+    evidence["stage 4 change in specific + related"] = float(d_spec + d_rel)
+    checks["stage 4: specific + related total rises"] = bool(d_spec + d_rel > 0)
+    checks["stage 4: specific and related move in opposite directions"] = bool(d_spec * d_rel < 0)
+    if not checks["stage 3: language neurons peak again"]:
+        labels[e2 + 1:] = [0] * (n - e2 - 1)
+        return result(a2, None, None,
+                      reason=f"after the shared stage the language share reaches only {share[s3_peak]:.3f} < "
+                             f"{high:g} of its peak: no output-space transformation stage")
+    return result(a2, e2 + 1, b4)
+
+
+def stages_of(ident, **kwargs) -> Stages:
+    """`four_stages` on the layer-wise counts of an `Identification` (distinct neurons per layer)."""
+    counts = ident.layer_counts()
+    return four_stages(counts["specific"], counts["related"], counts["general"], **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# How widely each language's neurons are shared (the paper's explanation of English)
+
+
+def others_above(above: torch.Tensor, langs: Sequence[str]) -> pd.DataFrame:
+    """For each language k: the neurons above τ in k, by the number m = 0…K−1 of *other* languages they are
+    also above τ in. above: bool [..., K] (e.g. `probs > tau` for all neurons, or `Identification.high` for
+    the selected ones). Returns a DataFrame indexed by language, one column per m.
+
+    A neuron with m = K − 1 is above τ everywhere, i.e. general. The paper's hypothesis for English
+    (Sec. 5.4) predicts that English's neurons sit at large m more often than other languages' do.
+    """
+    langs = tuple(langs)
+    flat = torch.as_tensor(above).reshape(-1, above.shape[-1]).bool()
+    if flat.shape[1] != len(langs):
+        raise ValueError(f"above has {flat.shape[1]} languages on its last axis but langs has {len(langs)}")
+    n = flat.sum(-1)
+    k = len(langs)
+    rows = {lang: torch.bincount(n[flat[:, i]] - 1, minlength=k)[:k].tolist() for i, lang in enumerate(langs)}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=pd.Index(range(k), name="other languages above τ"))
