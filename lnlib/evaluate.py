@@ -35,7 +35,7 @@ class TextNLL:
         raise ValueError(f"aggregation must be 'official' or 'token', not {aggregation!r}")
 
 
-def _logit_head(model: nn.Module):
+def logit_head(model: nn.Module):
     """hidden [n, d] -> logits [n, vocab], including the final logit soft-capping of Gemma 2/3 when set."""
     head = model.get_output_embeddings()
     cap = getattr(model.config, "final_logit_softcapping", None)
@@ -56,7 +56,7 @@ def target_logprobs(model: nn.Module, batch: Batch, head=None, chunk_positions: 
     Returns (rows, logp): the batch row of each scored token [n] and its log-probability [n]. The first
     token of a sequence has no prediction and is never scored.
     """
-    head = head or _logit_head(model)
+    head = head or logit_head(model)
     hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
     scored = batch.target_mask[:, 1:]  # token t + 1 is predicted at position t
     rows = torch.arange(len(scored), device=scored.device).unsqueeze(1).expand_as(scored)[scored]
@@ -77,7 +77,7 @@ def text_nll(model: nn.Module, tokenizer, texts: list, batch_size: int = 8, max_
     if not texts:
         raise ValueError("texts is empty: give at least one text to score")
     device = next(model.parameters()).device
-    head = _logit_head(model)
+    head = logit_head(model)
     nll_sum = torch.zeros(len(texts), dtype=torch.float64)
     n_tok = torch.zeros(len(texts), dtype=torch.int64)
     for batch in tqdm(batches(tokenizer, texts, batch_size, max_length, device), desc="perplexity",

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lnlib.evaluate import _logit_head
+from lnlib.evaluate import logit_head
 from lnlib.models import blocks, final_norm
 
 UNATTRIBUTED = -1
@@ -193,7 +193,7 @@ def logit_lens(model: nn.Module, tokenizer, texts: Sequence[str], top_k: int = 5
     if not texts:
         raise ValueError("texts is empty: give at least one text to decode")
     device = next(model.parameters()).device
-    head, norm = _logit_head(model), final_norm(model)
+    head, norm = logit_head(model), final_norm(model)
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
     token_lang = None
     if lexicon is not None:
