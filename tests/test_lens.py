@@ -6,7 +6,7 @@ from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
 from lnlib import lens, models
-from lnlib.evaluate import _logit_head
+from lnlib.evaluate import logit_head
 
 WORDS = ["the", "and", "der", "und", "le", "et", "1", "2", ".", "rare", "shared", "привет", "日本"]
 
@@ -130,7 +130,7 @@ def test_every_layer_is_normed_once(family):
     result = lens.logit_lens(model, tok, [text], top_k=3, position="all")
     with torch.no_grad():
         hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
-        head = _logit_head(model)
+        head = logit_head(model)
         expected = [torch.softmax(head(norm(hidden[1][0])), -1), torch.softmax(head(hidden[2][0]), -1)]
         twice = torch.softmax(head(norm(hidden[2][0])), -1)
     for layer in range(2):
