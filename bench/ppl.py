@@ -12,7 +12,7 @@ otherwise random sets of 20 neurons per layer (the cost does not depend on which
   default only 3 of the 11 rows run and its time is extrapolated to 11 (printed as such).
 
 Both report token-weighted perplexities of the rows they share, which must agree. Peak memory is the maximum
-resident set size of each process (the model itself is about 1.1 GB in float32).
+resident set size of each process (VmHWM; the model itself is about 1.1 GB in float32).
 
 Run: LNLIB_DATA_DIR=../shared/data .venv/bin/python bench/ppl.py [--naive-rows 3] [--batch-size 8]
 """
@@ -37,8 +37,16 @@ TARGET_SECONDS, TARGET_MB = 300, 4096
 EVAL_ITEMS = range(200, 210)
 
 
-def peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
-    rss = resource.getrusage(who).ru_maxrss
+def peak_rss_mb() -> float:
+    """This process's peak resident set size: VmHWM on Linux (reset by exec, so a child started after the
+    model was loaded here does not inherit this process's peak, as ru_maxrss would), else ru_maxrss."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
@@ -64,6 +72,7 @@ def neuron_sets(model) -> tuple[dict, str]:
 def naive(rows: int, batch_size: int) -> None:
     """Child process: the naive grid on the first `rows` rows; prints JSON."""
     model, tokenizer = models.load_model()
+    tokenizer.padding_side = "right"  # Gemma's tokenizer pads on the left; positions must start at 0
     sets, _ = neuron_sets(model)
     texts = texts_by_lang()
     conditions = [("none", None)] + list(sets.items())[: rows - 1]
@@ -82,7 +91,8 @@ def naive(rows: int, batch_size: int) -> None:
                 total, count = total + float(loss) * n, count + n
             ppl[f"{name}/{lang}"] = float(torch.exp(torch.tensor(total / count)))
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "rows": len(conditions), "ppl": ppl, "loaded_mb": loaded_mb}))
+    print(json.dumps({"seconds": seconds, "rows": len(conditions), "ppl": ppl, "loaded_mb": loaded_mb,
+                      "peak_mb": peak_rss_mb()}))
 
 
 def main() -> None:
@@ -109,7 +119,7 @@ def main() -> None:
     child = subprocess.run([sys.executable, __file__, "--naive-child", "--naive-rows", str(args.naive_rows),
                             "--batch-size", str(args.batch_size)], capture_output=True, text=True, check=True)
     result = json.loads(child.stdout.strip().splitlines()[-1])
-    naive_mb = peak_rss_mb(resource.RUSAGE_CHILDREN)
+    naive_mb = result["peak_mb"]
     rows = 1 + len(sets)
     naive_full_s = result["seconds"] * rows / result["rows"]
     token_ppl = grid.ppl("token")
