@@ -31,7 +31,9 @@ force-decodes the model's own answers to MGSM questions instead: make them with 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lnlib import models
+from lnlib.config import cache_dir
 from lnlib.data import LANG_NAMES, LANGS
 from lnlib.identify import activation_probs
 
@@ -227,11 +230,46 @@ def count_activations(model: nn.Module, tokenizer, examples: Sequence, batch_siz
     return ActivationCounts(counter.over_zero, n_tokens, len(examples))
 
 
-def count_by_language(model: nn.Module, tokenizer, examples_by_lang: Mapping[str, Sequence], **kwargs
-                      ) -> dict[str, ActivationCounts]:
-    """`count_activations` for each language of `examples_by_lang` (lang -> examples), in its order."""
-    return {lang: count_activations(model, tokenizer, examples, desc=f"counting {lang}", **kwargs)
-            for lang, examples in examples_by_lang.items()}
+def count_by_language(model: nn.Module, tokenizer, examples_by_lang: Mapping[str, Sequence], cache: bool = False,
+                      **kwargs) -> dict[str, ActivationCounts]:
+    """`count_activations` for each language of `examples_by_lang` (lang -> examples), in its order.
+
+    cache=True reads the counts from `<cache>/counts/` when the same model weights were already run over the
+    same examples with the same `max_length`, and writes them there otherwise (see `counts_key`); chapters
+    use it so that a later chapter does not recount what an earlier one counted.
+    """
+    if not cache:
+        return {lang: count_activations(model, tokenizer, examples, desc=f"counting {lang}", **kwargs)
+                for lang, examples in examples_by_lang.items()}
+    key = counts_key(model, examples_by_lang, kwargs.get("max_length", 512))
+    path = cache_dir() / "counts" / f"{key}.safetensors"
+    if path.is_file():
+        counts, _ = load_counts(path)
+        if list(counts) == list(examples_by_lang):
+            return counts
+    counts = count_by_language(model, tokenizer, examples_by_lang, **kwargs)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    save_counts(counts, partial, {"key": path.stem}, overwrite=True)
+    partial.replace(path)  # atomic: a reader never sees a half-written file
+    return counts
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of the model's MLP weights (every 101st value of each): it changes when training or
+    editing changes them, so cached counts of a base model are never taken for an aligned one."""
+    digest = hashlib.sha256(str(getattr(model.config, "_name_or_path", "")).encode())
+    for name, param in sorted(model.named_parameters()):
+        if ".mlp." in name:
+            digest.update(param.detach().flatten()[::101].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def counts_key(model: nn.Module, examples_by_lang: Mapping[str, Sequence], max_length: int = 512) -> str:
+    """The cache key of `count_by_language(..., cache=True)`: model weights, examples, max_length, format."""
+    record = {"format": FORMAT, "model": model_fingerprint(model), "max_length": max_length,
+              "examples": {lang: [ex if isinstance(ex, str) else list(ex) for ex in exs]
+                           for lang, exs in examples_by_lang.items()}}
+    return hashlib.sha256(json.dumps(record, ensure_ascii=False).encode()).hexdigest()[:24]
 
 
 def prompt_pairs(texts: Sequence[str], instruction: str = INSTRUCTION) -> list[tuple[str, str]]:

@@ -133,6 +133,30 @@ def test_save_and_load_counts(tmp_path):
         capture.save_counts(by_lang, path)
 
 
+def test_count_cache_is_reused_and_keyed_on_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("LNLIB_CACHE_DIR", str(tmp_path))
+    model, tok = tiny_model("llama"), word_tokenizer()
+    examples = {"en": TEXTS, "de": PAIRS}
+    first = capture.count_by_language(model, tok, examples, cache=True, progress=False)
+    assert len(list((tmp_path / "counts").glob("*.safetensors"))) == 1
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the cached counts should have been read")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(capture, "count_activations", must_not_run)
+        again = capture.count_by_language(model, tok, examples, cache=True)
+    for lang in examples:
+        assert torch.equal(again[lang].over_zero.cpu(), first[lang].over_zero.cpu())
+        assert again[lang].n_tokens == first[lang].n_tokens
+    with torch.no_grad():  # new weights (as after alignment) or new examples: a new key
+        models.mlps(model)[0].down_proj.weight.add_(1.0)
+    assert capture.counts_key(model, examples) != capture.counts_key(tiny_model("llama"), examples)
+    assert capture.counts_key(model, examples) != capture.counts_key(model, {"en": TEXTS})
+    capture.count_by_language(model, tok, examples, cache=True, progress=False)
+    assert len(list((tmp_path / "counts").glob("*.safetensors"))) == 2
+
+
 def test_prompt_pairs_keep_the_instruction_out():
     pairs = capture.prompt_pairs(["Hallo Welt", "Bonjour"])
     assert pairs == [(capture.INSTRUCTION, "Hallo Welt"), (capture.INSTRUCTION, "Bonjour")]
