@@ -303,6 +303,22 @@ def mathoctopus_prompt(problem) -> str:
     return MATHOCTOPUS_TEMPLATE.format(language=LANG_NAMES[problem.lang], question=problem.question)
 
 
+def language_neurons(model: nn.Module, tokenizer, examples_by_lang: Mapping[str, Sequence], rate: float = 0.01,
+                     bar: float = 0.95, lam: float | None = None, widen: float | None = 2.0, cache: bool = True,
+                     **kwargs):
+    """Count activations per language (`count_by_language`, cached by default) and identify language neurons:
+    at λ = `lam` (code units) when given, else by AutoSweep over [0, 0.2], widened to [0, `widen`] when the
+    criterion never binds there. Returns (probs [layers, neurons, K], λ, `Identification`)."""
+    from lnlib.identify import autosweep, identify
+
+    counts = count_by_language(model, tokenizer, examples_by_lang, cache=cache, **kwargs)
+    probs = stacked_probs(counts, list(examples_by_lang))
+    if lam is not None:
+        return probs, lam, identify(probs, lam, rate, bar, list(examples_by_lang))
+    lam, ident = autosweep(probs, rate, bar, langs=list(examples_by_lang), widen=widen)
+    return probs, lam, ident
+
+
 # ----------------------------------------------------------------------------------------------
 # Generation
 
@@ -370,3 +386,13 @@ class _StopOnText:
 def _cut(text: str, stop: Sequence[str]) -> str:
     ends = [text.index(s) for s in stop if s in text]
     return text[:min(ends)] if ends else text
+
+
+def answer_pairs(model: nn.Module, tokenizer, problems: Sequence, max_new_tokens: int = 256, batch_size: int = 8,
+                 progress: bool = True) -> list[tuple[str, str]]:
+    """The paper's GPU protocol: (MathOctopus prompt, the model's own greedy answer) for each problem, to be
+    force-decoded by `count_activations` (only the answer's tokens count)."""
+    prompts = [mathoctopus_prompt(p) for p in problems]
+    answers = generate_responses(model, tokenizer, prompts, max_new_tokens, batch_size=batch_size,
+                                 stop=["\n\n###"], progress=progress)
+    return list(zip(prompts, answers, strict=True))

@@ -393,7 +393,8 @@ def identify(probs: torch.Tensor, lam: float, rate: float = 0.01, bar: float = 0
 
 
 def autosweep(probs: torch.Tensor, rate: float = 0.01, bar: float = 0.95, lo: float = 0.0, hi: float = 0.2,
-              eps: float = 1e-3, langs: Sequence[str] | None = None) -> tuple[float, Identification]:
+              eps: float = 1e-3, langs: Sequence[str] | None = None, widen: float | None = None
+              ) -> tuple[float, Identification]:
     """AutoSweep: the largest λ (code units) in [lo, hi] at which no selected neuron is above τ in all K
     languages, by bisection to width `eps` (the official search, for any K). Returns (λ*, identification
     at λ*); the identification's `trace` lists (λ, appear) at every λ evaluated.
@@ -402,7 +403,15 @@ def autosweep(probs: torch.Tensor, rate: float = 0.01, bar: float = 0.95, lo: fl
     lo up where the criterion holds and hi down where it fails. Unlike it, a criterion that holds at hi
     returns hi at once (the official loop would go on and return a smaller λ). Raises ValueError when the
     criterion holds at no λ evaluated.
+
+    widen: when the criterion still holds at `hi` (it never binds in [lo, hi], as for Gemma 3 270M in the
+    paper's [0, 0.2]), search [lo, widen] instead. The result's `trace` is that of the wider search.
     """
+    if widen is not None:
+        lam, ident = autosweep(probs, rate, bar, lo, hi, eps, langs)
+        if lam < hi or widen <= hi:
+            return lam, ident
+        return autosweep(probs, rate, bar, lo, widen, eps, langs)
     if not lo <= hi:
         raise ValueError(f"the λ interval is empty: lo = {lo} > hi = {hi}")
     prep = _Prepared(probs, rate, bar, langs)

@@ -162,3 +162,38 @@ def test_alignment_metrics_on_a_tiny_model(monkeypatch):
     assert table.loc["xx", "nll"] > 0 and 0 <= table.loc["xx", "retrieval"] <= 1
     same = [Problem("xx", i, f"w{i} w{i + 7}", 1.0, f"w{i} w{i + 7}") for i in range(4)]
     assert align.alignment_metrics(model, tok, {"xx": same}, layer=1).loc["xx", "retrieval"] == 1.0
+
+
+def test_gpu_profile_path_end_to_end(tmp_path, monkeypatch):
+    """The GPU profile's path on two tiny checkpoints: load a base and a published aligned model from folders,
+    generate each model's answers after the MathOctopus prompt, force-decode them, identify, compare."""
+    from lnlib import capture, data, models
+
+    monkeypatch.setenv("LNLIB_CACHE_DIR", str(tmp_path / "cache"))
+    tok = word_tokenizer()
+    folders = {}
+    for name, shift in (("base", 0.0), ("aligned", 0.5)):
+        model = tiny_model("mistral", seed=1)
+        with torch.no_grad():
+            models.mlps(model)[1].gate_proj.weight.add_(shift)
+        folders[name] = tmp_path / name
+        model.save_pretrained(folders[name])
+        tok.save_pretrained(folders[name])
+    problems = {lang: [Problem(lang, i, " ".join(f"w{10 * k + (i + j) % 10}" for j in range(6)), 1.0, "w1")
+                       for i in range(6)] for k, lang in enumerate(data.LANGS)}
+    found = {}
+    for name, folder in folders.items():
+        model, tokenizer = models.load_model(folder, device="cpu")
+        examples = {lang: capture.answer_pairs(model, tokenizer, ps, max_new_tokens=4, progress=False)
+                    for lang, ps in problems.items()}
+        assert all(prompt == capture.mathoctopus_prompt(p)
+                   for p, (prompt, _) in zip(problems["de"], examples["de"], strict=True))
+        found[name] = capture.language_neurons(model, tokenizer, examples, rate=0.05, progress=False)
+    (probs_base, lam_base, base), (probs_aligned, lam_aligned, aligned) = found["base"], found["aligned"]
+    assert base.shape == aligned.shape == (2, 48) and lam_base >= 0 and lam_aligned >= 0
+    assert not torch.equal(probs_base, probs_aligned)  # layer 1's gates moved
+    assert align.layer_change(base, aligned).shape == (2, 3)
+    # the same λ on the aligned model's (cached) counts: λ held fixed, as the alignment chapter also shows
+    _, lam_fixed, fixed = capture.language_neurons(model, tokenizer, examples, rate=0.05, lam=lam_base)
+    assert lam_fixed == fixed.lam == lam_base
+    assert list(align.overlap_table(base, aligned).index) == ["specific", "related", "general"]

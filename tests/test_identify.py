@@ -71,6 +71,10 @@ def test_toy_autosweep_for_three_languages():
     assert curve == [(0.0, (0, 2, 1, 0)), (lam, (0, 2, 1, 0)), (7.0, (0, 1, 1, 1))]
     # the criterion already holds at hi: hi is the answer
     assert idf.autosweep(TOY, rate=0.5, bar=0.6, hi=5.0, langs=TOY_LANGS)[0] == 5.0
+    # ... unless widened: then the edge in the wider interval is found
+    widened, wide = idf.autosweep(TOY, rate=0.5, bar=0.6, hi=5.0, langs=TOY_LANGS, widen=10.0)
+    assert TOY_LAM_EDGE - 1e-3 < widened < TOY_LAM_EDGE and wide.trace[1] == (10.0, (0, 1, 1, 1))
+    assert idf.autosweep(TOY, rate=0.5, bar=0.6, hi=10.0, langs=TOY_LANGS, widen=20.0)[0] == lam
     with pytest.raises(ValueError, match="no λ in"):
         idf.autosweep(TOY, rate=0.5, bar=0.6, lo=7.0, hi=10.0, langs=TOY_LANGS)
 
