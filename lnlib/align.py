@@ -244,12 +244,14 @@ def _sequence_logps(model: nn.Module, tokenizer, pairs: list[tuple[str, str]], m
 
 
 def align(model: nn.Module, tokenizer, examples: Sequence, config: AlignConfig = AlignConfig(),
-          checkpoint_dir: str | Path | None = None, record: dict | None = None, progress: bool = True) -> AlignRun:
+          checkpoint_dir: str | Path | None = None, record: dict | None = None, progress: bool = True,
+          overwrite: bool = False) -> AlignRun:
     """Train `model` in place on `examples` (see `AlignConfig.method`) and return the run's record.
 
     Only the parameters chosen by `config.train` move; every other parameter keeps its value. The run is
     deterministic for a given seed. With `checkpoint_every` and `checkpoint_dir`, the trained parameters
-    are saved as step-<n>.safetensors (see `save_aligned`; `record` goes into each file's header).
+    are saved as step-<n>.safetensors (see `save_aligned`; `record` goes into each file's header); an
+    existing checkpoint file is an error unless overwrite=True.
     """
     if config.method not in ("question", "dpo"):
         raise ValueError(f"method must be 'question' or 'dpo', got {config.method!r}")
@@ -299,7 +301,7 @@ def align(model: nn.Module, tokenizer, examples: Sequence, config: AlignConfig =
             losses.append(float(loss.detach()))
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
                 checkpoints.append(save_aligned(model, Path(checkpoint_dir) / f"step-{step}.safetensors",
-                                                {**(record or {}), "step": step}, config.train))
+                                                {**(record or {}), "step": step}, config.train, overwrite))
     finally:
         model.eval()
         for name, p in model.named_parameters():

@@ -159,16 +159,20 @@ def grouped_bars(series: Mapping, categories, xlabel: str, ylabel: str, title: s
 
 def lang_heatmap(values, title: str, cbar_label: str, langs=LANGS, center: float | None = None,
                  hide_diagonal: bool = False, fmt: str = "{:.0f}", xlabel: str = "language",
-                 ylabel: str = "language") -> Figure:
-    """Annotated heatmap of a [K, K] matrix with language codes on both axes (in `langs` order).
+                 ylabel: str = "language", rows=None) -> Figure:
+    """Annotated heatmap of a [K, K] matrix with language codes on both axes (in `langs` order), or of an
+    [R, K] matrix with `rows` (R labels) on the vertical axis.
     center: use a diverging colour map centred on this value (for changes). hide_diagonal: leave the diagonal
     out of the colour scale (shown in grey, still annotated)."""
     import numpy as np
     from matplotlib.colors import TwoSlopeNorm
 
     grid = np.asarray(values, dtype=float)
+    rows = list(langs if rows is None else rows)
+    if grid.shape != (len(rows), len(langs)):
+        raise ValueError(f"values have shape {grid.shape}; expected {(len(rows), len(langs))} (rows x langs)")
     shown = np.ma.masked_where(np.eye(len(langs), dtype=bool), grid) if hide_diagonal else grid
-    fig, ax = plt.subplots(figsize=(6.2, 5.2))
+    fig, ax = plt.subplots(figsize=(6.2, 5.2) if len(rows) == len(langs) else (7.0, 1.6 + 0.5 * len(rows)))
     if center is None:
         cmap, norm = plt.get_cmap("viridis").copy(), None
     else:
@@ -181,7 +185,7 @@ def lang_heatmap(values, title: str, cbar_label: str, langs=LANGS, center: float
         dark = center is None and not (hide_diagonal and r == c) and (v - lo) < 0.6 * (hi - lo)
         ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=8, color="white" if dark else "black")
     ax.set_xticks(range(len(langs)), langs)
-    ax.set_yticks(range(len(langs)), langs)
+    ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -373,6 +377,37 @@ def change_heatmap(change, title: str, cbar_label: str = "ΔPPL", linthresh: flo
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    fig.colorbar(image, ax=ax, label=f"{cbar_label} (symmetric log scale)", shrink=0.85)
+    top = int(np.ceil(np.log10(span)))
+    low = int(np.floor(np.log10(linthresh)))
+    step = max(1, int(np.ceil((top - low + 1) / 4)))  # at most about 4 decades labelled on each side
+    decades = [10.0 ** e for e in range(low, top + 1, step)]
+    bar = fig.colorbar(image, ax=ax, label=f"{cbar_label} (symmetric log scale)", shrink=0.85)
+    bar.set_ticks([-d for d in reversed(decades)] + [0] + decades)
+    bar.set_ticklabels([f"−{_compact(d)}" for d in reversed(decades)] + ["0"] + [_compact(d) for d in decades])
+    fig.tight_layout()
+    return fig
+
+
+def layer_changes(changes: Mapping, labels=None, title: str = "") -> Figure:
+    """One panel per comparison (name -> per-layer change table with columns specific, related, general, e.g.
+    `lnlib.align.layer_change`): the change of each type per layer, as bars around zero (the paper's Fig. 4
+    and Figs 17–19). labels: per-layer stage labels (`Stages.labels`) to shade behind every panel."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(changes), figsize=(4.6 * len(changes), 3.4), squeeze=False, sharey=True)
+    for ax, (name, table) in zip(axes[0], changes.items(), strict=True):
+        layers = np.arange(len(table))
+        for i, kind in enumerate(("specific", "related", "general")):
+            ax.bar(layers - 0.3 + 0.3 * i, table[kind].to_numpy(), 0.3, color=TYPE_COLORS[kind], label=kind)
+        if labels is not None:
+            _shade_stages(ax, labels)
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set_xlim(-0.6, len(table) - 0.4)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("layer")
+    axes[0, 0].set_ylabel("change in neurons (after − before)")
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig

@@ -83,6 +83,11 @@ def test_checkpoints_reload_and_saving_refuses_to_overwrite(tmp_path):
     mid = align.apply_aligned(tiny_model("llama"), run.checkpoints[0])
     with torch.no_grad():
         assert not torch.equal(mid(ids).logits, model(ids).logits)
+    with pytest.raises(FileExistsError):  # a second run into the same folder keeps the first's files ...
+        align.align(tiny_model("llama"), tok, PAIRS, config, checkpoint_dir=tmp_path, progress=False)
+    again = align.align(tiny_model("llama"), tok, PAIRS, config, checkpoint_dir=tmp_path, progress=False,
+                        overwrite=True)  # ... unless told to replace them
+    assert again.checkpoints == run.checkpoints
 
 
 def test_apply_refuses_another_architecture(tmp_path):
