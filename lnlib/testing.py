@@ -10,12 +10,22 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from lnlib import align, evaluate, identify
+from lnlib import align, evaluate, explorer, identify, stages
+from lnlib.data import LANGS
+
+
+def _as_tensor(value) -> torch.Tensor:
+    if hasattr(value, "to_numpy"):  # a pandas DataFrame or Series
+        value = value.to_numpy().copy()
+    return torch.as_tensor(value)
 
 
 def _close(got, expected, atol: float) -> bool:
     if isinstance(expected, torch.Tensor):
-        got = torch.as_tensor(got)
+        try:
+            got = _as_tensor(got)
+        except (TypeError, ValueError, RuntimeError):
+            return False
         return got.shape == expected.shape and torch.allclose(got.double(), expected.double(), atol=atol)
     if isinstance(expected, (list, tuple)):
         return len(got) == len(expected) and all(_close(g, e, atol) for g, e in zip(got, expected, strict=True))
@@ -91,3 +101,106 @@ def check_dpo_loss(fn: Callable) -> None:
         logps = -torch.rand(4, 5, generator=g) * 20
         cases.append((*logps, 0.1 * (seed + 1)))
     check(fn, align.dpo_loss, cases, "dpo_loss", atol=1e-5)
+
+
+def count_active_reference(activations: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+    """What `lnlib.capture`'s hook adds per layer and batch: for every neuron, the counted positions where
+    its activation is > 0 (strictly). activations: [batch, tokens, neurons]; counted: bool [batch, tokens]
+    (False for padding and prompt tokens). Returns int64 [neurons]. (The tests check it against
+    `capture.count_activations` on a tiny model.)"""
+    return ((activations > 0) & counted.bool()[..., None]).sum((0, 1)).to(torch.int64)
+
+
+def check_count_active(fn: Callable) -> None:
+    """fn(activations [batch, tokens, neurons], counted bool [batch, tokens]) -> int64 [neurons]: how often
+    each neuron is active (> 0) at the counted positions."""
+    cases = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        acts = torch.randn(2 + seed, 6, 5, generator=g)
+        acts[0, 0] = 0.0  # exactly zero is not active
+        counted = torch.rand(acts.shape[:2], generator=g) > 0.4
+        counted[0, 0] = True  # ... at a position that counts
+        counted[:, -1] = False  # padding at the end of every row
+        cases.append((acts, counted))
+    check(fn, count_active_reference, cases, "count_active")
+
+
+def check_others_above(fn: Callable) -> None:
+    """fn(above bool [neurons, K]) -> [K, K] counts: row k, column m = neurons above τ in language k and in
+    exactly m other languages (`lnlib.stages.others_above`, as a tensor or DataFrame)."""
+    cases = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        above = torch.rand(40, 4 + seed, generator=g) > 0.5
+        above[0] = True  # a general neuron
+        above[1] = False  # a neuron above τ nowhere
+        cases.append((above,))
+
+    def reference(above: torch.Tensor) -> torch.Tensor:
+        langs = LANGS[:above.shape[1]]
+        return _as_tensor(stages.others_above(above, langs))
+
+    check(fn, reference, cases, "others_above")
+
+
+def check_separation(fn: Callable) -> None:
+    """fn(probs [..., K], tau) -> [...]: lowest probability above τ minus highest at or below it (an empty
+    group counts as 0), as `lnlib.explorer.separation`."""
+    cases = []
+    for seed in range(3):
+        probs = _probs(seed, (2, 6, 5))
+        probs[1, 0] = 0.9  # above τ everywhere: a general neuron
+        probs[1, 1, 2] = 0.95  # above τ in one language only
+        probs[1, 1, [0, 1, 3, 4]] = 0.1
+        cases.append((probs, 0.5))
+    check(fn, explorer.separation, cases, "separation", atol=1e-6)
+
+
+def _identification_pairs(n: int = 3) -> list[tuple]:
+    """Pairs of identifications of small random probability arrays, the second a perturbed copy of the first."""
+    pairs = []
+    for seed in range(n):
+        base = _probs(seed, (3, 40, 4))
+        other = (base + 0.1 * _probs(seed + 100, (3, 40, 4))).clamp(max=1.0)
+        langs = LANGS[:4]
+        pairs.append((identify.identify(base, 0.05, rate=0.2, bar=0.7, langs=langs),
+                      identify.identify(other, 0.05, rate=0.2, bar=0.7, langs=langs)))
+    return pairs
+
+
+def check_overlap(fn: Callable) -> None:
+    """fn(base, other, kind) -> overlap ratio in % of two `Identification`s: |A ∩ B| / |A| over (layer, neuron,
+    language) triples of class `kind` (over (layer, neuron) pairs for "general")."""
+    cases = [(a, b, kind) for a, b in _identification_pairs() for kind in ("specific", "related", "general")]
+    cases = [case for case in cases if len(case[0].neurons(case[2]))]  # A must not be empty
+    check(fn, lambda a, b, kind: 100 * identify.overlap_ratio(a, b, kind), cases, "overlap", atol=1e-9)
+
+
+def check_group_change(fn: Callable) -> None:
+    """fn(base, other, trained) -> {"trained": (specific, related), "untrained": (specific, related)}: the mean
+    change per language of specific and related neuron counts, English left out of "untrained"."""
+    def reference(base, other, trained):
+        means = align.lang_change(base, other, trained)[1]
+        return [means.loc["trained"].tolist(), means.loc["untrained"].tolist()]
+
+    def answer(base, other, trained):
+        got = fn(base, other, trained)
+        return [list(got["trained"]), list(got["untrained"])]
+
+    cases = [(a, b, trained) for a, b in _identification_pairs() for trained in (["ru"], ["ru", "es"])]
+    check(answer, reference, cases, "group_change", atol=1e-9)
+
+
+def check_perplexity(fn: Callable) -> None:
+    """fn(nll_sum, n_tokens, aggregation) -> perplexity: nll_sum [texts] summed NLL per text (nats), n_tokens
+    [texts] scored tokens per text; aggregation "official" (mean of per-text mean NLL, then exp) or "token"
+    (total NLL over total tokens, then exp)."""
+    cases = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        n_tokens = torch.randint(1, 40, (5,), generator=g)
+        nll_sum = (torch.rand(5, generator=g, dtype=torch.float64) * 4 + 0.5) * n_tokens
+        cases += [(nll_sum, n_tokens, aggregation) for aggregation in ("official", "token")]
+    check(fn, lambda nll, n, aggregation: evaluate.TextNLL(nll, n).perplexity(aggregation), cases,
+          "perplexity", atol=1e-6)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from tiny_models import tiny_model, word_tokenizer
 
-from lnlib import align, capture, intervene
+from lnlib import align, capture, explorer, intervene, profiles
 from lnlib.evaluate import mean_hidden_states, text_nll
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -54,3 +54,17 @@ def test_alignment_step_on_gpu():
     dpo = [align.PreferencePair("w1 w2", " w10", " w40", 0.5)]
     run = align.align(model, tok, dpo, align.AlignConfig(method="dpo", steps=2, batch_size=1), progress=False)
     assert len(run.losses) == 2
+
+
+def test_explorer_top_tokens_match(pair):
+    cpu, gpu, tok = pair
+    texts = [t for t in TEXTS if isinstance(t, str)]
+    a = explorer.top_activating_tokens(cpu, tok, texts, layer=1, neuron=3, k=3, batch_size=2)
+    b = explorer.top_activating_tokens(gpu, tok, texts, layer=1, neuron=3, k=3, batch_size=2)
+    assert [t for t, _, _ in a] == [t for t, _, _ in b]
+    assert [v for _, v, _ in a] == pytest.approx([v for _, v, _ in b], abs=1e-4)
+
+
+def test_auto_profile_follows_this_gpu():
+    memory_gb = torch.cuda.get_device_properties(0).total_memory / 2**30
+    assert profiles.get_profile("auto").name == ("a100" if memory_gb >= 35 else "t4")
