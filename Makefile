@@ -32,7 +32,8 @@ $(STAMP): requirements.txt constraints-cpu.txt pyproject.toml
 	touch $@
 
 book: setup
-	LNLIB_STATIC=1 $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+	# TQDM_DISABLE: progress bars would be saved as widgets; LNLIB_STATIC: figures instead of live widgets
+	TQDM_DISABLE=1 LNLIB_STATIC=1 $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 	$(PY) tools/check_links.py _build/html
 
 test: setup
