@@ -35,6 +35,8 @@ book: setup
 	# TQDM_DISABLE: progress bars would be saved as widgets; LNLIB_STATIC: figures instead of live widgets
 	TQDM_DISABLE=1 LNLIB_STATIC=1 $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 	$(PY) tools/check_links.py _build/html
+	@if grep -l 'application/vnd.jupyter.widget-view' _build/html/notebooks/*.html; then \
+		echo "error: the pages above show saved widgets, dead without a kernel (a progress bar?)"; exit 1; fi
 
 test: setup
 	LNLIB_FAST=1 $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=1800

@@ -27,9 +27,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from lnlib import models
+from lnlib.config import progress_bar
 from lnlib.data import LANG_NAMES, Problem
 from lnlib.evaluate import mean_hidden_states, retrieval_accuracy, target_logprobs, text_nll
 from lnlib.identify import Identification, overlap_ratio
@@ -279,7 +279,7 @@ def align(model: nn.Module, tokenizer, examples: Sequence, config: AlignConfig =
     start = time.perf_counter()
     model.train()
     try:
-        for step in tqdm(range(1, config.steps + 1), desc="align", disable=not progress, leave=False):
+        for step in progress_bar(range(1, config.steps + 1), "align", progress):
             first = (step - 1) * config.batch_size
             picks = [order[(first + j) % len(order)] for j in range(config.batch_size)]
             if config.method == "question":

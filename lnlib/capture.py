@@ -41,10 +41,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from lnlib import models
-from lnlib.config import cache_dir
+from lnlib.config import cache_dir, progress_bar
 from lnlib.data import LANG_NAMES, LANGS
 from lnlib.identify import activation_probs
 
@@ -222,8 +221,8 @@ def count_activations(model: nn.Module, tokenizer, examples: Sequence, batch_siz
     body = model.base_model
     n_tokens = 0
     with counting_hooks(model) as counter:
-        for batch in tqdm(models.batches(tokenizer, examples, batch_size, max_length, device), desc=desc,
-                          disable=not progress, leave=False):
+        for batch in progress_bar(models.batches(tokenizer, examples, batch_size, max_length, device),
+                                  desc, progress):
             counter.set_mask(batch.target_mask)
             body(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
             n_tokens += int(batch.target_mask.sum())
@@ -354,7 +353,7 @@ def generate_responses(model: nn.Module, tokenizer, prompts: Sequence[str], max_
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        for first in tqdm(range(0, len(order), batch_size), desc="generating", disable=not progress, leave=False):
+        for first in progress_bar(range(0, len(order), batch_size), "generating", progress):
             index = order[first:first + batch_size]
             width = max(len(encoded[i]) for i in index)
             ids = torch.full((len(index), width), pad, dtype=torch.long)

@@ -1,9 +1,11 @@
-"""Run-time settings read from the environment: fast mode, offline mode and the cache folder."""
+"""Run-time settings read from the environment: fast mode, offline mode, progress bars and the cache folder."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 FAST_ENV = "LNLIB_FAST"
 CACHE_ENV = "LNLIB_CACHE_DIR"
@@ -25,6 +27,13 @@ def fast_mode() -> bool:
 def offline() -> bool:
     """True when any of `LNLIB_OFFLINE`, `HF_HUB_OFFLINE`, `HF_DATASETS_OFFLINE`, `TRANSFORMERS_OFFLINE` is set."""
     return any(_flag(name) for name in OFFLINE_ENVS)
+
+
+def progress_bar(iterable, desc: str, progress: bool = True):
+    """`iterable` with a tqdm bar that disappears when done; none when progress=False or `TQDM_DISABLE` is set.
+    tqdm lets an explicit `disable=` win over its own variable, so the variable is read here (the book build sets
+    it: a bar would be saved as a widget)."""
+    return tqdm(iterable, desc=desc, disable=not progress or _flag("TQDM_DISABLE"), leave=False)
 
 
 def cache_dir() -> Path:

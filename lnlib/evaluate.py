@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from lnlib.config import progress_bar
 from lnlib.models import Batch, batches
 
 
@@ -80,8 +80,8 @@ def text_nll(model: nn.Module, tokenizer, texts: list, batch_size: int = 8, max_
     head = logit_head(model)
     nll_sum = torch.zeros(len(texts), dtype=torch.float64)
     n_tok = torch.zeros(len(texts), dtype=torch.int64)
-    for batch in tqdm(batches(tokenizer, texts, batch_size, max_length, device), desc="perplexity",
-                      disable=not progress, leave=False):
+    for batch in progress_bar(batches(tokenizer, texts, batch_size, max_length, device), "perplexity",
+                              progress):
         rows, logp = target_logprobs(model, batch, head, chunk_positions)
         index = torch.tensor(batch.index)
         nll_sum[index] += torch.zeros(len(index), dtype=torch.float64).index_add_(0, rows.cpu(), -logp.double().cpu())
@@ -240,7 +240,7 @@ def ppl_grid(model: nn.Module, tokenizer, texts_by_lang: dict, neuron_sets: dict
             if targets:
                 jobs.append((f"random:{name}", intervene.random_like(neurons, width, seed=seed + row), targets))
     nll = {}
-    for condition, neurons, targets in tqdm(jobs, desc="perplexity grid", disable=not progress, leave=False):
+    for condition, neurons, targets in progress_bar(jobs, "perplexity grid", progress):
         # one text_nll call per condition over all its languages' texts: fuller batches, then split by language
         texts = [text for lang in targets for text in texts_by_lang[lang]]
         with intervene.deactivate(model, neurons) if neurons is not None else contextlib.nullcontext():
@@ -338,7 +338,7 @@ def accuracy_grid(model: nn.Module, tokenizer, problems_by_lang: dict, neuron_se
     conditions = [("none", None)] + [(name, neurons) for name, neurons in neuron_sets.items()]
     outputs, correct, in_language = {}, {}, {}
     jobs = [(c, n, lang) for c, n in conditions for lang in problems_by_lang]
-    for condition, neurons, lang in tqdm(jobs, desc="accuracy grid", disable=not progress, leave=False):
+    for condition, neurons, lang in progress_bar(jobs, "accuracy grid", progress):
         problems = list(problems_by_lang[lang])
         prompts = [prompt(p) for p in problems]
         options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop, progress=False)

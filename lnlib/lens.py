@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from lnlib.config import progress_bar
 from lnlib.evaluate import logit_head
 from lnlib.models import blocks, final_norm
 
@@ -205,7 +205,7 @@ def logit_lens(model: nn.Module, tokenizer, texts: Sequence[str], top_k: int = 5
 
     rows_text, rows_pos, rows_tok, rows_tgt, tops, probs, masses = [], [], [], [], [], [], []
     batches = [range(i, min(i + batch_size, len(texts))) for i in range(0, len(texts), batch_size)]
-    for batch in tqdm(batches, desc="logit lens", disable=not progress, leave=False):
+    for batch in progress_bar(batches, "logit lens", progress):
         width = max(len(encoded[i]) for i in batch)
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)

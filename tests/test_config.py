@@ -24,3 +24,14 @@ def test_cache_dir_override(monkeypatch, tmp_path):
     monkeypatch.delenv("LNLIB_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert lnlib.cache_dir() == tmp_path / "xdg" / "lnlib"
+
+
+def test_progress_bar_obeys_tqdm_disable_even_when_asked_for(monkeypatch):
+    from lnlib.config import progress_bar
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert not progress_bar(range(3), "x").disable
+    assert progress_bar(range(3), "x", progress=False).disable
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    bar = progress_bar(range(3), "x", progress=True)
+    assert bar.disable and list(bar) == [0, 1, 2]
