@@ -102,6 +102,9 @@ def test_notebook_has_exercises_with_solutions_and_an_lnlib_testing_check(path):
     code = "\n".join(_source(c) for c in cells if c["cell_type"] == "code")
     assert "## Exercises" in markdown and "<details>" in markdown, f"{path.name}: add exercises with solutions"
     assert re.search(r"testing\.check_\w+\(", code), f"{path.name}: check an exercise with lnlib.testing"
+    exercises = markdown.split("## Exercises", 1)[1].split("## Summary", 1)[0]
+    for number, text in re.findall(r"\*\*(\d+)\. (.*?)(?=\*\*\d+\. |\Z)", exercises, flags=re.S):
+        assert "<details><summary>Solution</summary>" in text, f"{path.name}: exercise {number} has no folded solution"
 
 
 def _lnlib_modules(path) -> set[str]:
