@@ -293,7 +293,7 @@ MATHOCTOPUS_TEMPLATE = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request "
     "in {language}. Please answer in {language}.\n\n### Instruction:\n{question}\n\n### Response:"
 )
-"""The MathOctopus/MAPO prompt (the paper's exact instruction strings were not released; PAPER.md §2.4)."""
+"""The MathOctopus/MAPO prompt (the paper's exact instruction strings were not released)."""
 
 
 def mathoctopus_prompt(problem) -> str:
