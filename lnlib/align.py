@@ -1,5 +1,4 @@
-"""Alignment: fine-tune a model so that its non-English questions line up with English ones, and compare
-language neurons before and after.
+"""Alignment: fine-tune a model so that its non-English questions line up with English ones.
 
 Two methods, both trained on parallel questions (non-English -> English) with only the MLP weights updated
 by default:
@@ -10,50 +9,33 @@ by default:
   candidate English renderings are ranked by an alignment score against the parallel English question
   (`alignment_score`, a character n-gram F-score), and a DPO loss prefers the better of each pair.
 
-The comparison tools (`layer_change`, `n_change`, `overlap_table`, `lang_change`) take two
-identifications (`lnlib.identify.Identification`), typically of the base and the aligned model.
+Half-precision models (float16, bfloat16) train through a float32 master copy of the trained parameters, with
+dynamic loss scaling for float16, so the optimiser never divides by a number that underflows. The comparison of
+language neurons before and after is in `lnlib.compare`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lnlib import models
+from lnlib import models, store, work
+from lnlib.batching import batches, check_examples, check_size, encode_example
 from lnlib.config import progress_bar
-from lnlib.data import LANG_NAMES, Problem
-from lnlib.evaluate import mean_hidden_states, retrieval_accuracy, target_logprobs, text_nll
-from lnlib.identify import Identification, overlap_ratio
-from lnlib.models import batches, encode_example
-
-FORMAT = "lnlib.aligned/1"
+from lnlib.evaluate import target_logprobs
 
 
 # ----------------------------------------------------------------------------------------------
 # Training examples
-
-
-def question_prompt(problem: Problem) -> str:
-    """The prompt of a question-alignment example: the question in its language, then an English cue."""
-    return f"{LANG_NAMES[problem.lang]}: {problem.question}\nEnglish:"
-
-
-def question_pairs(problems: Sequence[Problem]) -> list[tuple[str, str]]:
-    """(prompt, response) pairs for question alignment: response = the parallel English question."""
-    english = [p for p in problems if p.lang == "en"]
-    if english:
-        raise ValueError(f"{len(english)} English problems given; alignment pairs map other languages to "
-                         "English, so pass non-English problems only")
-    return [(question_prompt(p), " " + p.question_en) for p in problems]
 
 
 def _char_ngrams(text: str, n: int) -> Counter:
@@ -105,26 +87,6 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, referen
     return -F.logsigmoid(logits).mean()
 
 
-def alignment_metrics(model: nn.Module, tokenizer, problems_by_lang: dict[str, Sequence[Problem]],
-                      layer: int | None = None, batch_size: int = 8) -> pd.DataFrame:
-    """Per non-English language, on its (held-out) problems:
-
-    nll: mean NLL per token (nats) of the parallel English question given the question (`question_prompt`);
-    retrieval: share of questions whose mean representation after block `layer` (default: the middle
-    block) is closer (cosine) to its own English question's than to any other English question's.
-    """
-    layer = models.n_layers(model) // 2 if layer is None else layer
-    rows = {}
-    for lang, problems in problems_by_lang.items():
-        problems = list(problems)
-        nll = text_nll(model, tokenizer, question_pairs(problems), batch_size=batch_size, progress=False)
-        queries = mean_hidden_states(model, tokenizer, [p.question for p in problems], layer, batch_size)
-        targets = mean_hidden_states(model, tokenizer, [p.question_en for p in problems], layer, batch_size)
-        rows[lang] = {"nll": float(nll.nll_sum.sum() / nll.n_tokens.sum()),
-                      "retrieval": retrieval_accuracy(queries, targets)}
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("lang")
-
-
 # ----------------------------------------------------------------------------------------------
 # Trainable parameters, checkpoints, saving
 
@@ -142,55 +104,43 @@ def trainable_parameters(model: nn.Module, which: str = "mlp") -> dict[str, nn.P
 
 def save_aligned(model: nn.Module, path: str | Path, config: dict, which: str = "mlp",
                  overwrite: bool = False) -> Path:
-    """Save the trained parameters (safetensors) with a JSON record (`config`: base model, languages, method,
-    steps...) in its header. Refuses to replace an existing file unless overwrite=True."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    tensors = {name: p.detach().to("cpu").contiguous() for name, p in trainable_parameters(model, which).items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    save_file(tensors, str(tmp), metadata={"lnlib": json.dumps({"format": FORMAT, "which": which, **config})})
-    tmp.replace(path)
-    return path
+    """Save the trained parameters atomically (safetensors) with a JSON record (`config`: base model, languages,
+    method, steps...) in its header. Refuses to replace an existing file unless overwrite=True."""
+    tensors = {name: p.detach() for name, p in trainable_parameters(model, which).items()}
+    return store.save(path, "aligned", tensors, {"which": which, "config": config}, overwrite)
 
 
 def read_aligned_record(path: str | Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-    if "lnlib" not in meta or json.loads(meta["lnlib"]).get("format") != FORMAT:
-        raise ValueError(f"{path} is not an lnlib alignment file ({FORMAT})")
-    return json.loads(meta["lnlib"])
+    """The record saved with aligned parameters (its "config" holds what the caller passed to `save_aligned`)."""
+    return store.load(path, "aligned")[1]
 
 
 def apply_aligned(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load trained parameters saved by `save_aligned` into `model` (in place; names and shapes must match)."""
-    from safetensors.torch import load_file
-
-    read_aligned_record(path)
-    tensors = load_file(str(path))
+    """Load trained parameters saved by `save_aligned` into `model` (in place). Every name and shape is checked
+    before any parameter changes, so a file that does not fit leaves the model as it was."""
+    tensors, _ = store.load(path, "aligned")
     params = dict(model.named_parameters())
     unknown = [name for name in tensors if name not in params]
     if unknown:
         raise ValueError(f"{path} holds parameters this model lacks (e.g. {unknown[0]}); it was trained on "
                          "another architecture")
+    wrong = [f"{name}: file {tuple(v.shape)}, model {tuple(params[name].shape)}" for name, v in tensors.items()
+             if v.shape != params[name].shape]
+    if wrong:
+        raise ValueError(f"{path} does not fit this model ({len(wrong)} tensors of another shape, e.g. {wrong[0]}); "
+                         "nothing was changed")
     with torch.no_grad():
         for name, value in tensors.items():
-            if params[name].shape != value.shape:
-                raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, the model "
-                                 f"{tuple(params[name].shape)}")
-            params[name].copy_(value.to(params[name].dtype))
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
     return model
 
 
-def load_aligned(path: str | Path, dtype: torch.dtype | None = None, device: str | None = None):
-    """(model, tokenizer): the base model named in the file's record with the aligned parameters applied."""
+def load_aligned(path: str | Path, base_model: str | None = None, dtype: torch.dtype | str | None = None,
+                 device: str | None = None):
+    """(model, tokenizer): `base_model` (default: the "base_model" recorded in the file; None there means the
+    embedded default model) with the aligned parameters of `path` applied."""
     record = read_aligned_record(path)
-    model, tokenizer = models.load_model(record.get("base_model"), dtype=dtype, device=device)
+    model, tokenizer = models.load_model(base_model or record["config"].get("base_model"), dtype=dtype, device=device)
     return apply_aligned(model, path), tokenizer
 
 
@@ -221,13 +171,15 @@ class AlignConfig:
 
 @dataclass(frozen=True)
 class AlignRun:
-    """What a run did: loss per step, checkpoint files, training tokens (prompt + response) and seconds."""
+    """What a run did: loss per step, checkpoints as (step, file), training tokens (prompt + response, forward
+    and backward), seconds, and the float16 loss scale's skipped steps (0 otherwise)."""
 
     config: AlignConfig
     losses: list[float]
-    checkpoints: list[Path]
+    checkpoints: list[tuple[int, Path]]
     tokens: int
     seconds: float
+    skipped: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -236,11 +188,45 @@ class AlignRun:
 
 def _sequence_logps(model: nn.Module, tokenizer, pairs: list[tuple[str, str]], max_length: int) -> torch.Tensor:
     """Summed log-probability of each response given its prompt, in the order of `pairs` [pairs]."""
-    device = next(model.parameters()).device
-    (batch,) = batches(tokenizer, pairs, len(pairs), max_length, device)
+    (batch,) = batches(tokenizer, pairs, len(pairs), max_length, models.input_device(model))
     rows, logp = target_logprobs(model, batch)
-    out = torch.zeros(len(pairs), dtype=logp.dtype, device=device).index_add(0, rows, logp)
-    return out[torch.argsort(torch.tensor(batch.index, device=device))]
+    out = torch.zeros(len(pairs), dtype=logp.dtype, device=logp.device).index_add(0, rows.to(logp.device), logp)
+    return out[torch.argsort(torch.tensor(batch.index, device=logp.device))]
+
+
+class _Master:
+    """The optimiser's view of the trained parameters: the parameters themselves in float32, or float32 master
+    copies of half-precision ones (with a dynamic loss scale for float16: a step whose gradients overflow is
+    skipped and the scale halved; the scale doubles after 100 good steps)."""
+
+    def __init__(self, params: dict[str, nn.Parameter]):
+        self.params = list(params.values())
+        self.half = any(p.dtype in (torch.float16, torch.bfloat16) for p in self.params)
+        self.copies = [p.detach().float().clone().requires_grad_(True) for p in self.params] if self.half else self.params
+        self.scale = 2.0 ** 16 if any(p.dtype == torch.float16 for p in self.params) else 1.0
+        self.good = 0
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss * self.scale).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Move gradients to the master copies, unscaled; step unless they overflowed. True when stepped."""
+        if self.half:
+            for param, copy in zip(self.params, self.copies, strict=True):
+                copy.grad = None if param.grad is None else param.grad.float() / self.scale
+                param.grad = None
+            if not all(c.grad is None or torch.isfinite(c.grad).all() for c in self.copies):
+                self.scale, self.good = self.scale / 2, 0
+                return False
+        optimizer.step()
+        if self.half:
+            with torch.no_grad():
+                for param, copy in zip(self.params, self.copies, strict=True):
+                    param.copy_(copy.to(param.dtype))
+            self.good += 1
+            if self.scale > 1 and self.good % 100 == 0:
+                self.scale *= 2
+        return True
 
 
 def align(model: nn.Module, tokenizer, examples: Sequence, config: AlignConfig = AlignConfig(),
@@ -251,16 +237,23 @@ def align(model: nn.Module, tokenizer, examples: Sequence, config: AlignConfig =
     Only the parameters chosen by `config.train` move; every other parameter keeps its value. The run is
     deterministic for a given seed. With `checkpoint_every` and `checkpoint_dir`, the trained parameters
     are saved as step-<n>.safetensors (see `save_aligned`; `record` goes into each file's header); an
-    existing checkpoint file is an error unless overwrite=True.
+    existing checkpoint file is an error unless overwrite=True. A loss that is not finite stops the run with an
+    error (lower the learning rate) rather than training on.
     """
     if config.method not in ("question", "dpo"):
         raise ValueError(f"method must be 'question' or 'dpo', got {config.method!r}")
-    if not examples:
+    if config.method == "question":
+        examples = check_examples(examples, "examples")
+    elif not examples:
         raise ValueError("no training examples")
     want = PreferencePair if config.method == "dpo" else tuple
     if not all(isinstance(ex, want) for ex in examples):
         raise ValueError(f"method {config.method!r} trains on {want.__name__} examples; build them with "
-                         f"{'preference_pairs' if config.method == 'dpo' else 'question_pairs'}")
+                         f"{'preference_pairs' if config.method == 'dpo' else 'lnlib.protocols.alignment_pairs'}")
+    for name in ("steps", "batch_size", "max_length"):
+        check_size(name, getattr(config, name))
+    if not (isinstance(config.lr, int | float) and math.isfinite(config.lr) and config.lr > 0):
+        raise ValueError(f"lr must be a positive number, got {config.lr!r}")
     if config.checkpoint_every and checkpoint_dir is None:
         raise ValueError("checkpoint_every is set but no checkpoint_dir was given")
     torch.manual_seed(config.seed)
@@ -271,11 +264,12 @@ def align(model: nn.Module, tokenizer, examples: Sequence, config: AlignConfig =
         p.requires_grad_(name in params)
     reference = None
     if config.method == "dpo":  # the frozen reference is the model before training
-        with torch.no_grad():
+        with torch.no_grad(), models.evaluating(model):
             reference = {i: _sequence_logps(model, tokenizer, [(ex.prompt, ex.chosen), (ex.prompt, ex.rejected)],
                                             config.max_length) for i, ex in enumerate(examples)}
-    optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=0.0)
-    losses, checkpoints, tokens = [], [], 0
+    master = _Master(params)
+    optimizer = torch.optim.AdamW(master.copies, lr=config.lr, weight_decay=0.0)
+    losses, checkpoints, tokens, skipped = [], [], 0, 0
     start = time.perf_counter()
     model.train()
     try:
@@ -284,84 +278,39 @@ def align(model: nn.Module, tokenizer, examples: Sequence, config: AlignConfig =
             picks = [order[(first + j) % len(order)] for j in range(config.batch_size)]
             if config.method == "question":
                 pairs = [examples[i] for i in picks]
-                (batch,) = batches(tokenizer, pairs, len(pairs), config.max_length, next(model.parameters()).device)
+                (batch,) = batches(tokenizer, pairs, len(pairs), config.max_length, models.input_device(model))
                 _, logp = target_logprobs(model, batch)
                 loss = -logp.mean()
-                tokens += int(batch.attention_mask.sum())
+                n = batch.n_tokens
             else:
                 pairs = [(examples[i].prompt, text) for i in picks
                          for text in (examples[i].chosen, examples[i].rejected)]
                 logps = _sequence_logps(model, tokenizer, pairs, config.max_length).view(-1, 2)
-                ref = torch.stack([reference[i] for i in picks])
+                ref = torch.stack([reference[i] for i in picks]).to(logps.device)
                 loss = dpo_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], config.beta)
-                tokens += sum(len(encode_example(tokenizer, pair, config.max_length)[0]) for pair in pairs)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+                n = sum(len(encode_example(tokenizer, pair, config.max_length)[0]) for pair in pairs)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss is {float(loss.detach())} at step {step}; lower the learning rate "
+                                         f"(lr = {config.lr:g}) or check the examples")
+            for p in master.copies:
+                p.grad = None
+            for p in params.values():
+                p.grad = None
+            master.backward(loss)
+            skipped += not master.step(optimizer)
             losses.append(float(loss.detach()))
+            tokens += n
+            work.add("train", n)
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
-                checkpoints.append(save_aligned(model, Path(checkpoint_dir) / f"step-{step}.safetensors",
-                                                {**(record or {}), "step": step}, config.train, overwrite))
+                path = save_aligned(model, Path(checkpoint_dir) / f"step-{step}.safetensors",
+                                    {**(record or {}), "step": step}, config.train, overwrite)
+                checkpoints.append((step, path))
     finally:
         model.eval()
         for name, p in model.named_parameters():
             p.requires_grad_(flags[name])
-    return AlignRun(config, losses, checkpoints, tokens, time.perf_counter() - start)
-
-
-# ----------------------------------------------------------------------------------------------
-# Comparing identifications (base vs aligned)
-
-
-def _check_pair(base: Identification, other: Identification) -> None:
-    if base.shape != other.shape or base.langs != other.langs:
-        raise ValueError(f"identifications differ in shape ({base.shape} vs {other.shape}) or languages "
-                         f"({base.langs} vs {other.langs}); compare identifications of the same model family")
-
-
-def layer_change(base: Identification, other: Identification) -> pd.DataFrame:
-    """Per layer, the change (other - base) of distinct specific, related and general neurons (paper Fig. 4)."""
-    _check_pair(base, other)
-    return other.layer_counts() - base.layer_counts()
-
-
-def n_change(base: Identification, other: Identification, over: str = "all") -> pd.DataFrame:
-    """Per N = 1..K, the number of neurons above tau in exactly N languages, before, after and the change
-    (paper Figs. 5 and 15). over="all": every neuron; over="selected": the selected language neurons."""
-    _check_pair(base, other)
-    if over == "all":
-        before, after = base.n_histogram()[1:], other.n_histogram()[1:]
-    elif over == "selected":
-        before, after = base.appear[1:], other.appear[1:]
-    else:
-        raise ValueError(f"over must be 'all' or 'selected', got {over!r}")
-    frame = pd.DataFrame({"before": before, "after": after}, index=pd.RangeIndex(1, base.n_langs + 1, name="N"))
-    frame["change"] = frame["after"] - frame["before"]
-    return frame
-
-
-def overlap_table(base: Identification, other: Identification, unit: str = "triple") -> pd.Series:
-    """Overlap ratio ``|base ∩ other| / |base|`` in %, for specific, related and general neurons (paper Table 4)."""
-    _check_pair(base, other)
-    return pd.Series({kind: 100 * overlap_ratio(base, other, kind, unit)
-                      for kind in ("specific", "related", "general")}, name="overlap %")
-
-
-def lang_change(base: Identification, other: Identification, trained: Sequence[str],
-                include_english: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per language, the change of specific and related neurons, and its mean over trained and untrained
-    languages (paper Table 2). English, the alignment target, is left out of "untrained" unless asked.
-    Returns (per-language table, group means)."""
-    _check_pair(base, other)
-    unknown = [lang for lang in trained if lang not in base.langs]
-    if unknown:
-        raise ValueError(f"trained languages {unknown} are not in the identification ({', '.join(base.langs)})")
-    diff = (other.lang_counts() - base.lang_counts())[["specific", "related"]]
-    diff["trained"] = [lang in trained for lang in diff.index]
-    untrained = [lang for lang in diff.index if lang not in trained and (include_english or lang != "en")]
-    means = pd.DataFrame({"trained": diff.loc[list(trained), ["specific", "related"]].mean(),
-                          "untrained": diff.loc[untrained, ["specific", "related"]].mean()}).T
-    return diff, means
+            p.grad = None
+    return AlignRun(config, losses, checkpoints, tokens, time.perf_counter() - start, skipped)
 
 
 def config_record(**settings) -> dict:

@@ -12,16 +12,17 @@ import csv
 import hashlib
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import torch
 
-from lnlib.config import DATA_ENV, cache_dir, offline
+from lnlib import store
+from lnlib.config import DATA_ENV, DATA_URL_ENV, cache_dir, data_url, offline, progress_bar
 
 LANGS: tuple[str, ...] = ("en", "ru", "es", "fr", "de", "zh", "ja", "bn", "th", "sw")
 """The paper's 10 languages, in its order (the language axis of every tensor in this library)."""
@@ -102,8 +103,9 @@ def _is_valid(path: Path, expected: str) -> bool:
 def data_file(rel: str) -> Path:
     """Path to a verified copy of data file `rel` (e.g. ``"mgsm/mgsm_en.tsv"``).
 
-    Order: ``$LNLIB_DATA_DIR/rel``, then ``<cache>/data/rel``, then a download from `upstream_url`
-    into the cache. A file whose SHA256 differs from the listed one is refused.
+    Order: ``$LNLIB_DATA_DIR/rel``, then ``<cache>/data/rel``, then a download into the cache: from the mirror
+    named by `LNLIB_DATA_URL` (``<url>/rel``) when set, else from the file's upstream repository (`upstream_url`).
+    A file whose SHA256 differs from the listed one is refused.
     """
     table = checksums()
     if rel not in table:
@@ -125,37 +127,48 @@ def data_file(rel: str) -> Path:
     if cached.is_file() and _is_valid(cached, expected):
         return cached
 
-    url = upstream_url(rel)
+    mirror = data_url()
+    url = f"{mirror}/{rel}" if mirror else upstream_url(rel)
     if offline():
         raise DataError(
             f"data file {rel!r} is not available offline: it is not under {DATA_ENV} "
             f"({root or 'unset'}) nor in the cache ({cached}). Set {DATA_ENV} to a folder holding "
             f"{rel}, or go online so it can be downloaded from {url}."
         )
-    _download(rel, url, cached, expected)
+    if rel != "mgsm/exemplars.json" or mirror:
+        _download(rel, url, cached, expected)
+    else:  # upstream ships exemplars.py (Python literals): read with ast.literal_eval, never executed
+        raw = cached.with_name("exemplars.py")
+        _download(rel, url, raw, EXEMPLARS_PY_SHA256)
+        store.write_text(cached, exemplars_py_to_json(raw.read_text(encoding="utf-8")))
+        raw.unlink()
+        if not _is_valid(cached, expected):
+            cached.unlink()
+            raise DataError(f"{url} converted to JSON does not match its SHA256 ({expected}); it was not used.")
     return cached
 
 
 def _download(rel: str, url: str, target: Path, expected: str) -> None:
+    """Stream `url` into `target` with a progress bar, checking its SHA256 before the file is moved into place."""
+    digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            payload = response.read()
+        with urllib.request.urlopen(url, timeout=60) as response, store.atomic_path(target, overwrite=True) as tmp:
+            size = int(response.headers.get("Content-Length") or 0) or None
+            with open(tmp, "wb") as fh, progress_bar(None, f"downloading {rel}", total=size, unit="B",
+                                                     unit_scale=True) as bar:
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    fh.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+            if digest.hexdigest() != expected:
+                raise DataError(f"the file downloaded from {url} does not match its SHA256 ({expected}); "
+                                "it was not saved or used.")
     except (urllib.error.URLError, OSError) as exc:
         raise DataError(
             f"could not download data file {rel!r} from {url} ({exc}). Set {DATA_ENV} to a folder "
-            f"holding {rel} (the layout of the book's shared data folder) or check the network."
+            f"holding {rel} (the layout of the book's data folder), set {DATA_URL_ENV} to a mirror of that "
+            "folder, or check the network."
         ) from exc
-    if rel == "mgsm/exemplars.json":
-        if hashlib.sha256(payload).hexdigest() != EXEMPLARS_PY_SHA256:
-            raise DataError(f"{url} does not match its SHA256 ({EXEMPLARS_PY_SHA256}); it was not used.")
-        payload = exemplars_py_to_json(payload.decode("utf-8")).encode("utf-8")
-    if hashlib.sha256(payload).hexdigest() != expected:
-        raise DataError(f"the file downloaded from {url} does not match its SHA256 ({expected}); "
-                        "it was not saved or used.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-        tmp.write(payload)
-    os.replace(tmp.name, target)
 
 
 def exemplars_py_to_json(source: str) -> str:
@@ -254,6 +267,48 @@ def load_msvamp(lang: str, n: int | None = None) -> list[Problem]:
     return _subset(items, n)
 
 
+@dataclass(frozen=True)
+class Dataset:
+    """A benchmark of parallel problems: its name, languages, number of problems per language, loader
+    (lang -> every `Problem`) and licence."""
+
+    name: str
+    langs: tuple[str, ...]
+    size: int
+    load: Callable[[str], list[Problem]]
+    license: str
+
+
+DATASETS: dict[str, Dataset] = {
+    "mgsm": Dataset("mgsm", LANGS, 250, load_mgsm, "CC BY 4.0"),
+    "msvamp": Dataset("msvamp", LANGS, 1000, load_msvamp, "MIT"),
+}
+"""The datasets chapters, protocols and the command line iterate; add one with `register_dataset`."""
+
+
+def register_dataset(dataset: Dataset) -> None:
+    """Teach lnlib a new dataset (its loader returns `Problem`s with the parallel English question)."""
+    DATASETS[dataset.name] = dataset
+
+
+def dataset(name: str) -> Dataset:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)} (add one with register_dataset)")
+    return DATASETS[name]
+
+
+def problems(name: str, lang: str, items: range | None = None) -> list[Problem]:
+    """Problems `items` (indices; default all) of dataset `name` in language `lang`."""
+    source = dataset(name)
+    _check_lang(lang, source.langs, name.upper())
+    every = source.load(lang)
+    if items is None:
+        return every
+    if len(items) and (min(items) < 0 or max(items) >= len(every)):
+        raise ValueError(f"{name} has {len(every)} problems per language; items {items} reach beyond them")
+    return [every[i] for i in items]
+
+
 # ----------------------------------------------------------------------------------------------
 # The paper's released statistics (kevinpro/MistralMathOctopus-7B on MGSM)
 
@@ -304,15 +359,6 @@ def load_released_counts(dataset: str = "mgsm") -> ReleasedCounts:
         LANGS, torch.stack(full, -1), torch.stack(prefix, -1),
         torch.tensor(full_tok, dtype=torch.int64), torch.tensor(prefix_tok, dtype=torch.int64),
     )
-
-
-def load_released_probs(dataset: str = "mgsm") -> torch.Tensor:
-    """Response-only activation probabilities, float32 [32, 14336, 10] in `LANGS` order:
-    clamp(full - prefix, min=0) / (full tokens - prefix tokens)."""
-    from lnlib.identify import response_probs
-
-    c = load_released_counts(dataset)
-    return response_probs(c.full, c.prefix, c.full_tokens, c.prefix_tokens)
 
 
 def load_released_mask(dataset: str = "mgsm") -> list[list[torch.Tensor]]:

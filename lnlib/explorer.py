@@ -11,7 +11,6 @@ Japanese glyphs, so tokens go into the table, which the browser renders.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,17 +20,12 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from lnlib import capture, intervene, models
+from lnlib import hooks, intervene, models, work
+from lnlib.batching import batches, check_examples
 from lnlib.data import LANGS
+from lnlib.generation import generate_responses
 from lnlib.identify import Identification
 from lnlib.plot import LANG_COLORS
-
-STATIC_ENV = "LNLIB_STATIC"
-
-
-def static_only() -> bool:
-    """True while the book is built (`make book` sets LNLIB_STATIC=1): show figures, never live widgets."""
-    return os.environ.get(STATIC_ENV, "").lower() in {"1", "true", "yes"}
 
 
 @dataclass(frozen=True)
@@ -61,24 +55,22 @@ def top_activating_tokens(model: nn.Module, tokenizer, texts: Sequence[str], lay
                           k: int = 5, batch_size: int = 8) -> list[tuple[str, float, str]]:
     """The `k` token positions of `texts` where neuron `neuron` of layer `layer` has its largest activation:
     (token, activation, a few tokens of context ending at it), strongest first; padding never counts."""
-    act = models.mlp_activations(model)[layer]
+    layer = models.check_layer(model, layer)
+    if not 0 <= neuron < models.n_neurons(model):
+        raise ValueError(f"neuron must lie in [0, {models.n_neurons(model)}), got {neuron}")
     found = []  # (activation, token ids of the context ending at the token)
-    captured = []
-    handle = act.register_forward_hook(lambda m, i, out: captured.append(out[..., neuron].float()))
-    device = next(model.parameters()).device
-    runs = models.batches(tokenizer, list(texts), batch_size, 256, device)
-    try:
-        for batch in runs:
-            model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    finally:
-        handle.remove()
-    for batch, activation in zip(runs, captured, strict=True):
-        values = activation.masked_fill(~batch.attention_mask.bool(), float("-inf"))
-        best = values.flatten().topk(min(k, values.numel()))
-        for value, flat in zip(best.values.tolist(), best.indices.tolist(), strict=True):
-            row, pos = divmod(flat, values.shape[1])
-            if value != float("-inf"):
-                found.append((value, batch.input_ids[row, max(0, pos - 4):pos + 1].tolist()))
+    captured: dict = {}
+    with models.evaluating(model), hooks.on_layers(model, lambda _, out: captured.__setitem__(
+            "act", out[..., neuron].float()), "act", layers=[layer]):
+        for batch in batches(tokenizer, check_examples(texts, "texts"), batch_size, 256, models.input_device(model)):
+            models.body(model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            work.add("forward", batch.n_tokens)
+            values = captured["act"].cpu().masked_fill(~batch.attention_mask.bool().cpu(), float("-inf"))
+            best = values.flatten().topk(min(k, values.numel()))
+            for value, flat in zip(best.values.tolist(), best.indices.tolist(), strict=True):
+                row, pos = divmod(flat, values.shape[1])
+                if value != float("-inf"):
+                    found.append((value, batch.input_ids[row, max(0, pos - 4):pos + 1].tolist()))
     found.sort(key=lambda item: -item[0])
     return [(tokenizer.decode(ids[-1:]), value, tokenizer.decode(ids)) for value, ids in found[:k]]
 
@@ -158,11 +150,9 @@ def neuron_report(model: nn.Module, tokenizer, probs: torch.Tensor, ident: Ident
                          f"{probs.shape[1]} neurons")
     top = {lang: top_activating_tokens(model, tokenizer, texts, layer, neuron, k)
            for lang, texts in texts_by_lang.items()}
-    (plain,) = capture.generate_responses(model, tokenizer, [prompt], max_new_tokens, progress=False)
-    off = [torch.zeros(0, dtype=torch.long)] * models.n_layers(model)
-    off[layer] = torch.tensor([neuron])
-    with intervene.deactivate(model, off):
-        (without,) = capture.generate_responses(model, tokenizer, [prompt], max_new_tokens, progress=False)
+    (plain,) = generate_responses(model, tokenizer, [prompt], max_new_tokens, progress=False)
+    with intervene.deactivate(model, intervene.single(models.n_layers(model), layer, neuron)):
+        (without,) = generate_responses(model, tokenizer, [prompt], max_new_tokens, progress=False)
     return NeuronReport(layer, neuron, neuron_kind(ident, layer, neuron),
                         dict(zip(ident.langs, probs[layer, neuron].tolist(), strict=True)), ident.tau, top,
                         prompt, plain, without)

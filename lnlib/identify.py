@@ -24,55 +24,21 @@ lower flat index (layer · neurons + neuron), so the selection is deterministic.
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
 
-from lnlib.data import LANGS, RELEASED_MODEL, RELEASED_REVISION, load_released_counts
+from lnlib import store
+from lnlib.data import LANGS
 
 PROB_SLACK = 1e-2
 """Probabilities may exceed 1 by this much (the two-pass subtraction gives up to 1.001 on released data)."""
 
 KINDS = ("specific", "related", "language", "general")
-FORMAT = "lnlib.identification/1"
-PROVENANCE_KEYS = ("model", "revision", "dataset", "tokens")
-
-
-# ----------------------------------------------------------------------------------------------
-# Probabilities from counts
-
-
-def activation_probs(over_zero: torch.Tensor, n_tokens: torch.Tensor | int) -> torch.Tensor:
-    """Activation probability from counts: over_zero [..., languages] / n_tokens [languages], as float32."""
-    tokens = torch.as_tensor(n_tokens, dtype=torch.float64).clamp(min=1)
-    return (over_zero.to(torch.float64) / tokens).to(torch.float32)
-
-
-def response_probs(full: torch.Tensor, prefix: torch.Tensor,
-                   full_tokens: torch.Tensor, prefix_tokens: torch.Tensor) -> torch.Tensor:
-    """Response-only probability with the official two-pass trick:
-    clamp(full - prefix, min=0) / (full tokens - prefix tokens)."""
-    return activation_probs((full - prefix).clamp(min=0), full_tokens - prefix_tokens)
-
-
-def probs_from_counts(counts, scope: str = "response") -> torch.Tensor:
-    """Probabilities [layers, neurons, languages] from two-pass counts (e.g. `lnlib.data.ReleasedCounts`:
-    attributes full, prefix [layers, neurons, languages] and full_tokens, prefix_tokens [languages]).
-
-    scope: "full" (prompt + response tokens), "prefix" (prompt only) or "response" (full − prefix).
-    """
-    if scope == "full":
-        return activation_probs(counts.full, counts.full_tokens)
-    if scope == "prefix":
-        return activation_probs(counts.prefix, counts.prefix_tokens)
-    if scope == "response":
-        return response_probs(counts.full, counts.prefix, counts.full_tokens, counts.prefix_tokens)
-    raise ValueError(f"scope must be 'full', 'prefix' or 'response', got {scope!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,6 +65,18 @@ def check_probs(probs: torch.Tensor) -> None:
     if lo < 0 or hi > 1 + PROB_SLACK:
         raise ValueError(f"probs must lie in [0, 1 + {PROB_SLACK}], got min {lo:.4g} and max {hi:.4g}; "
                          "pass probabilities (counts / tokens), not counts or logits")
+    if hi == 0:
+        raise ValueError("every probability is 0: no neuron was ever active, so no neuron can be identified; check "
+                         "that the counts were made (and divided by the right token totals)")
+    if not bool((probs.amax(-1) > probs.amin(-1)).any()):
+        raise ValueError("every neuron has the same probability in every language, so none can be specific to a "
+                         "language; check that each column holds a different language's counts")
+
+
+def _check_lam(lam) -> float:
+    if isinstance(lam, bool) or not isinstance(lam, int | float) or not math.isfinite(lam):
+        raise ValueError(f"λ must be a finite number, got {lam!r}")
+    return float(lam)
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -213,6 +191,7 @@ class Identification:
     high: bool [n_sel, K], selected neuron above τ in language k.
     n_above: int64 [layers, neurons], number of languages above τ for every neuron (N).
     trace: for AutoSweep, (λ, appear) at every λ evaluated, in order; empty otherwise.
+    interval: for AutoSweep, the (lo, hi) it searched; None otherwise.
     """
 
     langs: tuple[str, ...]
@@ -225,6 +204,7 @@ class Identification:
     high: torch.Tensor
     n_above: torch.Tensor
     trace: tuple[tuple[float, tuple[int, ...]], ...] = ()
+    interval: tuple[float, float] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -327,38 +307,16 @@ def _per_layer(pairs: torch.Tensor, layers: int) -> list[torch.Tensor]:
     return [pairs[pairs[:, 0] == i, 1].contiguous() for i in range(layers)]
 
 
-def overlap_ratio(a: Identification, b: Identification, kind: str = "specific", unit: str = "triple") -> float:
-    """``|A ∩ B| / |A|`` with A the neurons of reference `a` (the paper's Table 4 takes the base model on MGSM
-    as reference; it does not give the formula).
-
-    unit="triple": a neuron counts once per language it is assigned to, and only matches the same neuron
-    assigned to the same language in `b` (the stricter reading). unit="neuron": distinct (layer, neuron)
-    pairs, whatever their languages. "general" neurons have no language, so they always use pairs.
-    Returns NaN when A is empty.
-    """
-    if unit not in ("triple", "neuron"):
-        raise ValueError(f"unit must be 'triple' or 'neuron', got {unit!r}")
-    if a.shape != b.shape:
-        raise ValueError(f"identifications have different shapes {a.shape} and {b.shape}")
-
-    def keys(ident: Identification) -> set[tuple[int, ...]]:
-        if unit == "neuron" or kind == "general":
-            return {tuple(p) for p in ident.neurons(kind).tolist()}
-        return {(lang, *p) for lang in a.langs if lang in ident.langs for p in ident.neurons(kind, lang).tolist()}
-
-    ref, other = keys(a), keys(b)
-    return len(ref & other) / len(ref) if ref else float("nan")
-
-
 # ----------------------------------------------------------------------------------------------
-# Identification, AutoSweep, LAPE
+# Scoring methods, identification, AutoSweep
 
 
 class _Prepared:
-    """The λ-independent parts of the paper's identification, computed once per probs/rate/bar."""
+    """The λ-independent parts of an identification, computed once per probs/rate/bar."""
 
     def __init__(self, probs: torch.Tensor, rate: float, bar: float, langs: Sequence[str] | None):
         check_probs(probs)
+        self.probs = probs
         self.langs = _langs_for(probs, langs)
         self.rate = _check_fraction("rate", rate)
         self.bar = _check_fraction("bar", bar)
@@ -370,26 +328,72 @@ class _Prepared:
         self.entropy = normalised_entropy(probs).reshape(-1)
         self.effect = probs.max(-1).values.reshape(-1) / harmonic_norm(self.k)
 
-    def select(self, lam: float) -> torch.Tensor:
-        return select_lowest(self.entropy - lam * self.effect, self.rate)
-
-    def result(self, lam: float, selected: torch.Tensor, trace=()) -> Identification:
-        return Identification(self.langs, "entropy-lambda", float(lam), self.rate, self.bar, self.tau,
-                              selected, self.above[selected], self.n_above, tuple(trace))
+    def result(self, method: str, lam: float, selected: torch.Tensor, trace=(), interval=None) -> Identification:
+        return Identification(self.langs, method, float(lam), self.rate, self.bar, self.tau, selected,
+                              self.above[selected], self.n_above, tuple(trace), interval)
 
 
-def identify(probs: torch.Tensor, lam: float, rate: float = 0.01, bar: float = 0.95,
-             langs: Sequence[str] | None = None, units: str = "code") -> Identification:
-    """The paper's identification at a fixed λ (in `units`, "code" or "paper"; stored in code units).
+@dataclass(frozen=True)
+class Method:
+    """A way to rank neurons for selection: `score(prepared, λ)` gives one score per neuron (flat, lower = more
+    language-specific); `uses_lambda` says whether λ matters (AutoSweep searches it only then)."""
+
+    name: str
+    score: Callable[[_Prepared, float], torch.Tensor]
+    uses_lambda: bool
+
+
+def _paper(prep: _Prepared, lam: float) -> torch.Tensor:
+    return prep.entropy - lam * prep.effect  # Eq. 5 in the code's units
+
+
+def _lape(prep: _Prepared, lam: float) -> torch.Tensor:
+    # LAPE's filter: a neuron above τ in no language cannot be selected
+    return lape_entropy(prep.probs).reshape(-1).masked_fill(~prep.above.any(-1), math.inf)
+
+
+METHODS: dict[str, Method] = {
+    "entropy-lambda": Method("entropy-lambda", _paper, True),
+    "lape": Method("lape", _lape, False),
+}
+"""Scoring methods by name: the paper's entropy − λ · effectiveness, and LAPE (Tang et al. 2024, filter at τ).
+Add one with `register_method`."""
+
+
+def register_method(method: Method) -> None:
+    """Teach `identify` a new scoring method."""
+    METHODS[method.name] = method
+
+
+def get_method(name: str) -> Method:
+    """The registered scoring method called `name`, or an error listing the known ones."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)} (add one with register_method)")
+    return METHODS[name]
+
+
+def identify(probs: torch.Tensor, lam: float = 0.0, rate: float = 0.01, bar: float = 0.95,
+             langs: Sequence[str] | None = None, units: str = "code", method: str = "entropy-lambda"
+             ) -> Identification:
+    """Identification at a fixed λ (in `units`, "code" or "paper"; stored in code units) with a scoring `method`
+    (default the paper's; "lape" ignores λ).
 
     probs: [layers, neurons, K]; langs: K codes (default `lnlib.data.LANGS` when K = 10).
     """
+    scorer = get_method(method)
+    lam = _check_lam(lam)
     prep = _Prepared(probs, rate, bar, langs)
     if units == "paper":
         lam = lam_to_code(lam, prep.k)
     elif units != "code":
         raise ValueError(f"units must be 'code' or 'paper', got {units!r}")
-    return prep.result(lam, prep.select(lam))
+    if not scorer.uses_lambda:
+        lam = math.nan
+    return prep.result(method, lam, select_lowest(scorer.score(prep, lam), prep.rate))
+
+
+class IntervalWarning(UserWarning):
+    """AutoSweep's λ* is the top of its search interval: the criterion never bound there."""
 
 
 def autosweep(probs: torch.Tensor, rate: float = 0.01, bar: float = 0.95, lo: float = 0.0, hi: float = 0.2,
@@ -397,33 +401,44 @@ def autosweep(probs: torch.Tensor, rate: float = 0.01, bar: float = 0.95, lo: fl
               ) -> tuple[float, Identification]:
     """AutoSweep: the largest λ (code units) in [lo, hi] at which no selected neuron is above τ in all K
     languages, by bisection to width `eps` (the official search, for any K). Returns (λ*, identification
-    at λ*); the identification's `trace` lists (λ, appear) at every λ evaluated.
+    at λ*); the identification's `trace` lists (λ, appear) at every λ evaluated and `interval` the [lo, hi]
+    searched.
 
     Like the official code it evaluates lo and hi, then halves [lo, hi] while it is wider than eps, moving
     lo up where the criterion holds and hi down where it fails. Unlike it, a criterion that holds at hi
-    returns hi at once (the official loop would go on and return a smaller λ). Raises ValueError when the
-    criterion holds at no λ evaluated.
+    returns hi at once (the official loop would go on and return a smaller λ), with an `IntervalWarning`:
+    λ* is then only a lower bound. Raises ValueError when the criterion holds at no λ evaluated.
 
     widen: when the criterion still holds at `hi` (it never binds in [lo, hi], as for Gemma 3 270M in the
     paper's [0, 0.2]), search [lo, widen] instead. The result's `trace` is that of the wider search.
     """
-    if widen is not None:
-        lam, ident = autosweep(probs, rate, bar, lo, hi, eps, langs)
-        if lam < hi or widen <= hi:
-            return lam, ident
-        return autosweep(probs, rate, bar, lo, widen, eps, langs)
+    lo, hi, eps = _check_lam(lo), _check_lam(hi), _check_lam(eps)
     if not lo <= hi:
         raise ValueError(f"the λ interval is empty: lo = {lo} > hi = {hi}")
+    if eps <= 0:
+        raise ValueError(f"eps must be positive, got {eps}")
     prep = _Prepared(probs, rate, bar, langs)
+    lam, ident = _bisect(prep, lo, hi, eps)
+    if widen is not None and lam == hi and _check_lam(widen) > hi:
+        lam, ident = _bisect(prep, lo, widen, eps)
+    if lam == ident.interval[1]:
+        warnings.warn(f"AutoSweep's λ* = {lam:g} is the top of its search interval [{lo:g}, {lam:g}]: no selected "
+                      "neuron is above τ in every language anywhere in it, so λ* is only a lower bound; search a "
+                      "wider interval (widen=...)", IntervalWarning, stacklevel=2)
+    return lam, ident
+
+
+def _bisect(prep: _Prepared, lo: float, hi: float, eps: float) -> tuple[float, Identification]:
     trace, found = [], {}
 
     def ok(lam: float) -> bool:
-        selected = prep.select(lam)
-        ident = prep.result(lam, selected)
-        trace.append((float(lam), tuple(ident.appear)))
+        selected = select_lowest(_paper(prep, lam), prep.rate)
+        appear = prep.result("entropy-lambda", lam, selected).appear
+        trace.append((float(lam), tuple(appear)))
         found[lam] = selected
-        return ident.appear[-1] == 0
+        return appear[-1] == 0
 
+    interval = (float(lo), float(hi))
     best = lo if ok(lo) else None
     if ok(hi):
         best = hi
@@ -440,7 +455,7 @@ def autosweep(probs: torch.Tensor, rate: float = 0.01, bar: float = 0.95, lo: fl
         raise ValueError(f"no λ in [{trace[0][0]}, {trace[1][0]}] leaves every selected neuron below τ in some "
                          f"language (at λ = {trace[0][0]}, {trace[0][1][-1]} selected neurons are above τ in all "
                          f"{prep.k}); lower lo, or lower the selection rate")
-    return float(best), prep.result(best, found[best], trace)
+    return float(best), prep.result("entropy-lambda", best, found[best], trace, interval)
 
 
 def sweep(probs: torch.Tensor, lams: Sequence[float], rate: float = 0.01, bar: float = 0.95,
@@ -448,7 +463,9 @@ def sweep(probs: torch.Tensor, lams: Sequence[float], rate: float = 0.01, bar: f
     """(λ, appear) at every λ of `lams` (code units), sharing τ and the entropy term: the curve behind
     AutoSweep's bisection."""
     prep = _Prepared(probs, rate, bar, langs)
-    return [(float(lam), tuple(prep.result(lam, prep.select(lam)).appear)) for lam in lams]
+    return [(float(lam), tuple(prep.result("entropy-lambda", lam, select_lowest(_paper(prep, _check_lam(lam)),
+                                                                                  prep.rate)).appear))
+            for lam in lams]
 
 
 def lape(probs: torch.Tensor, rate: float = 0.01, filter_bar: float = 0.95, bar: float = 0.95,
@@ -456,68 +473,41 @@ def lape(probs: torch.Tensor, rate: float = 0.01, filter_bar: float = 0.95, bar:
     """LAPE (Tang et al. 2024) on the same probabilities: neurons with no language above the `filter_bar`
     percentile are excluded; the `rate` fraction with the lowest LAPE is selected; each is assigned to every
     language above the `bar` percentile τ."""
-    check_probs(probs)
-    langs = _langs_for(probs, langs)
-    k = probs.shape[-1]
-    eligible = (probs > threshold(probs, filter_bar)).any(-1)
-    selected = select_lowest(lape_entropy(probs).masked_fill(~eligible, math.inf), rate)
-    tau = threshold(probs, bar)
-    above = probs > tau
-    return Identification(langs, "lape", math.nan, _check_fraction("rate", rate), float(bar), tau, selected,
-                          above.reshape(-1, k)[selected], above.sum(-1))
+    if filter_bar == bar:
+        return identify(probs, rate=rate, bar=bar, langs=langs, method="lape")
+    prep = _Prepared(probs, rate, bar, langs)
+    eligible = (probs > threshold(probs, filter_bar)).any(-1).reshape(-1)
+    scores = lape_entropy(probs).reshape(-1).masked_fill(~eligible, math.inf)
+    return prep.result("lape", math.nan, select_lowest(scores, prep.rate))
 
 
 # ----------------------------------------------------------------------------------------------
 # Save and load
 
 
-def released_provenance(dataset: str = "mgsm") -> dict:
-    """Provenance of the paper's released statistics: model id and revision, dataset, response tokens."""
-    c = load_released_counts(dataset)
-    return {"model": RELEASED_MODEL, "revision": RELEASED_REVISION, "dataset": dataset, "scope": "response",
-            "tokens": dict(zip(c.langs, c.response_tokens.tolist(), strict=True))}
-
-
-def save(ident: Identification, path: str | Path, provenance: dict, overwrite: bool = False) -> Path:
-    """Write `ident` to a safetensors file (tensors selected, high, n_above) whose header metadata holds a
-    JSON record of the settings and `provenance` (needs keys model, revision, dataset, tokens).
-    Refuses to replace an existing file unless overwrite=True."""
-    from safetensors.torch import save_file
-
-    missing = [key for key in PROVENANCE_KEYS if key not in provenance]
-    if missing:
-        raise ValueError(f"provenance lacks {', '.join(missing)}; it needs {', '.join(PROVENANCE_KEYS)} "
-                         "(see released_provenance for an example)")
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+def save(ident: Identification, path, provenance: dict | None = None, overwrite: bool = False):
+    """Write `ident` atomically (tensors selected, high, n_above; settings, trace and `provenance` in the header).
+    provenance: what you know of where the probabilities came from (model, data, protocol, tokens, e.g.
+    `lnlib.counts.released_provenance()`); nothing is filled in for you. Refuses to replace an existing file
+    unless overwrite=True."""
+    if provenance is not None and not isinstance(provenance, dict):
+        raise ValueError(f"provenance must be a dict of JSON values, got {type(provenance).__name__}")
     record = {
-        "format": FORMAT, "langs": list(ident.langs), "method": ident.method,
-        "lam": None if math.isnan(ident.lam) else ident.lam, "rate": ident.rate, "bar": ident.bar,
-        "tau": ident.tau, "shape": list(ident.shape), "trace": [[lam, list(a)] for lam, a in ident.trace],
-        "provenance": provenance,
+        "langs": list(ident.langs), "method": ident.method, "lam": None if math.isnan(ident.lam) else ident.lam,
+        "rate": ident.rate, "bar": ident.bar, "tau": ident.tau, "shape": list(ident.shape),
+        "trace": [[lam, list(a)] for lam, a in ident.trace],
+        "interval": list(ident.interval) if ident.interval else None, "provenance": provenance or {},
     }
-    tensors = {"selected": ident.selected.contiguous(), "high": ident.high.contiguous(),
-               "n_above": ident.n_above.contiguous()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"lnlib": json.dumps(record)})
-    return path
+    tensors = {"selected": ident.selected, "high": ident.high, "n_above": ident.n_above}
+    return store.save(path, "identification", tensors, record, overwrite)
 
 
-def load(path: str | Path, expect_langs: Sequence[str] | None = None,
+def load(path, expect_langs: Sequence[str] | None = None,
          expect_shape: tuple[int, int] | None = None) -> tuple[Identification, dict]:
-    """Read an identification written by `save`; returns (identification, provenance). Refuses a file whose
-    languages (order included) or (layers, neurons) differ from `expect_langs` / `expect_shape`."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-        if "lnlib" not in meta:
-            raise ValueError(f"{path} is not an lnlib identification (no 'lnlib' metadata)")
-        record = json.loads(meta["lnlib"])
-        if record.get("format") != FORMAT:
-            raise ValueError(f"{path} has format {record.get('format')!r}; this lnlib reads {FORMAT!r}")
-        tensors = {name: fh.get_tensor(name) for name in ("selected", "high", "n_above")}
+    """Read an identification written by `save`; returns (identification, provenance). Refuses a file that was
+    edited or damaged, and one whose languages (order included) or (layers, neurons) differ from
+    `expect_langs` / `expect_shape`."""
+    tensors, record = store.load(path, "identification")
     langs, shape = tuple(record["langs"]), tuple(record["shape"])
     if expect_langs is not None and tuple(expect_langs) != langs:
         raise ValueError(f"{path} holds languages {langs}, expected {tuple(expect_langs)}; "
@@ -525,11 +515,10 @@ def load(path: str | Path, expect_langs: Sequence[str] | None = None,
     if expect_shape is not None and tuple(expect_shape) != shape:
         raise ValueError(f"{path} holds (layers, neurons) = {shape}, expected {tuple(expect_shape)}; "
                          "it belongs to a different model")
-    if tuple(tensors["n_above"].shape) != shape or tensors["high"].shape != (len(tensors["selected"]), len(langs)):
-        raise ValueError(f"{path} is inconsistent: its tensors do not match its recorded shape and languages")
     ident = Identification(
         langs, record["method"], math.nan if record["lam"] is None else record["lam"], record["rate"],
         record["bar"], record["tau"], tensors["selected"], tensors["high"], tensors["n_above"],
         tuple((lam, tuple(a)) for lam, a in record["trace"]),
+        tuple(record["interval"]) if record["interval"] else None,
     )
     return ident, record["provenance"]

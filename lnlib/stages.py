@@ -152,6 +152,144 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return runs
 
 
+class _Rule:
+    """The stage rule's state for one profile: smoothed counts, language share, labels so far, and what the steps
+    found (thresholds, evidence, checks). Each step labels its layers or says why the profile stops there."""
+
+    def __init__(self, specific, related, general, low, high, final, min_middle, smooth):
+        spec, rel, gen = (_as_counts(n, v) for n, v in (("specific", specific), ("related", related),
+                                                        ("general", general)))
+        if not len(spec) == len(rel) == len(gen):
+            raise ValueError(f"specific, related and general must have one count per layer each; got lengths "
+                             f"{len(spec)}, {len(rel)}, {len(gen)}")
+        if len(spec) < MIN_LAYERS:
+            raise ValueError(f"four stages need at least {MIN_LAYERS} layers, got {len(spec)}")
+        for name, value in (("low", low), ("high", high), ("final", final)):
+            if not 0 < value <= 1:
+                raise ValueError(f"{name} must lie in (0, 1], got {value}")
+        if not low < high:
+            raise ValueError(f"low ({low}) must be below high ({high}): stage 2 is where the share is low")
+        if min_middle < 1:
+            raise ValueError(f"min_middle must be at least 1, got {min_middle}")
+        self.low, self.high, self.final, self.min_middle = low, high, final, min_middle
+        self.spec, self.rel, self.gen = (smooth_profile(a, smooth) for a in (spec, rel, gen))
+        self.n = len(spec)
+        self.lang = self.spec + self.rel
+        self.share = language_share(self.lang, self.gen)
+        self.peak = float(self.share.max())
+        self.labels = [0] * self.n
+        self.thresholds = {"low": low, "high": high, "final": final, "min_middle": min_middle, "smooth": smooth,
+                           "low share": low * self.peak, "high share": high * self.peak}
+        self.evidence: dict = {"peak share": self.peak, "peak share layer": int(self.share.argmax())}
+        self.checks: dict = {}
+
+    def result(self, b2=None, b3=None, b4=None, reason: str = "") -> Stages:
+        return Stages(tuple(self.labels), (b2, b3, b4), not reason, reason, tuple(self.spec.tolist()),
+                      tuple(self.rel.tolist()), tuple(self.gen.tolist()), tuple(self.share.tolist()),
+                      self.thresholds, self.evidence, self.checks)
+
+    def empty(self) -> Stages | None:
+        """A profile with no neurons, or no language neurons, has no stages."""
+        if self.lang.sum() + self.gen.sum() == 0:
+            return self.result(reason="the profile has no neurons of any type")
+        if self.peak == 0:
+            return self.result(reason="the profile has no language (specific or related) neurons")
+        return None
+
+    def shared_stage(self) -> Stages | tuple[int, int]:
+        """Step 1, stage 2: the longest middle run of low-share layers, as (first, last)."""
+        low_runs = _runs(self.share <= self.low * self.peak)
+        self.evidence["low runs"] = list(low_runs)
+        runs = [(a, b) for a, b in low_runs if a >= 1 and b <= self.n - 3]
+        if not runs:
+            return self.result(reason=f"no middle layers where the language share stays at or below {self.low:g} "
+                                      f"of its peak ({self.low * self.peak:.3f}): no shared semantic-space stage")
+        a2, e2 = max(runs, key=lambda r: (r[1] - r[0], -r[0]))
+        if e2 - a2 + 1 < self.min_middle:
+            return self.result(reason=f"the longest middle run of low language share (layers {a2}–{e2}) is shorter "
+                                      f"than min_middle = {self.min_middle} layers: no shared semantic-space stage")
+        self.labels[:a2] = [1] * a2
+        self.labels[a2:e2 + 1] = [2] * (e2 - a2 + 1)
+        self.evidence["stage 2 max share"] = float(self.share[a2:e2 + 1].max())
+        return a2, e2
+
+    def understanding_stage(self, a2: int, e2: int) -> Stages | None:
+        """Step 2, stage 1: every layer before stage 2; it must hold a language-neuron peak."""
+        share = self.share
+        s1_peak = int(share[:a2].argmax())
+        self.evidence["stage 1 peak layer"], self.evidence["stage 1 peak share"] = s1_peak, float(share[s1_peak])
+        self.checks["stage 1: language neurons peak"] = bool(share[s1_peak] >= self.high * self.peak)
+        self.checks["stage 2: language neurons nearly absent"] = True
+        self.checks["stage 2: general neurons outnumber language neurons"] = bool(
+            (self.gen[a2:e2 + 1] > self.lang[a2:e2 + 1]).all())
+        if self.checks["stage 1: language neurons peak"]:
+            return None
+        self.labels[:] = [0] * self.n
+        return self.result(reason=f"before the shared stage (layers 0–{a2 - 1}) the language share reaches only "
+                                  f"{share[s1_peak]:.3f} < {self.high:g} of its peak: no multilingual understanding "
+                                  "stage")
+
+    def _stage3_evidence(self, e2: int, end: int) -> None:
+        s3_peak = e2 + 1 + int(self.share[e2 + 1:end].argmax())
+        self.evidence["stage 3 peak layer"], self.evidence["stage 3 peak share"] = s3_peak, float(self.share[s3_peak])
+        g3_min = e2 + 1 + int(self.gen[e2 + 1:end].argmin())
+        self.evidence["stage 3 general min layer"], self.evidence["stage 3 general min"] = g3_min, float(
+            self.gen[g3_min])
+        self.evidence["general min layer"] = int(self.gen.argmin())
+        self.checks["stage 3: language neurons peak again"] = bool(self.share[s3_peak] >= self.high * self.peak)
+        self.checks["stage 3: general neurons at their minimum"] = bool(self.gen[g3_min] <= self.gen.min())
+
+    def vocabulary_stage(self, a2: int, e2: int) -> Stages | int:
+        """Step 3, stage 4: the longest run of final layers whose general count is at its maximum; returns its
+        first layer, or the three-stage result when the last layer falls short."""
+        n, gen = self.n, self.gen
+        top_general = float(gen.max())
+        self.evidence["general max"], self.evidence["general max layer"] = top_general, int(gen.argmax())
+        self.thresholds["final general"] = self.final * top_general
+        at_top = gen >= self.final * top_general
+        b4 = n
+        while b4 > 0 and at_top[b4 - 1]:
+            b4 -= 1
+        s3_peak = e2 + 1 + int(self.share[e2 + 1:].argmax())
+        self.evidence["stage 3 peak layer"], self.evidence["stage 3 peak share"] = s3_peak, float(self.share[s3_peak])
+        if b4 == n:
+            self.labels[e2 + 1:] = [3] * (n - e2 - 1)
+            self._stage3_evidence(e2, n)
+            self.checks["stage 4: general neurons at their maximum"] = False
+            return self.result(a2, e2 + 1, None,
+                               reason=f"the last layer's general count ({gen[-1]:.4g}) is below {self.final:g} of the "
+                                      f"largest ({top_general:.4g}, layer {int(gen.argmax())}): no vocabulary-space "
+                                      "stage, the profile shows three stages")
+        if b4 <= e2 + 1:
+            self.labels[e2 + 1:] = [0] * (n - e2 - 1)
+            return self.result(a2, None, None,
+                               reason=f"general neurons stay at their maximum from layer {b4} on, right after the "
+                                      "shared stage: stages 3 and 4 cannot be told apart")
+        return b4
+
+    def output_stage(self, a2: int, e2: int, b4: int) -> Stages:
+        """Step 4, stage 3: every layer between stages 2 and 4; language neurons must peak again. Also tests the
+        paper's statements about the last layer."""
+        n = self.n
+        self.labels[e2 + 1:b4] = [3] * (b4 - e2 - 1)
+        self.labels[b4:] = [4] * (n - b4)
+        self._stage3_evidence(e2, b4)
+        self.checks["stage 4: general neurons at their maximum"] = True
+        d_spec, d_rel = self.spec[b4] - self.spec[b4 - 1], self.rel[b4] - self.rel[b4 - 1]
+        self.evidence["stage 4 change in specific"] = float(d_spec)
+        self.evidence["stage 4 change in related"] = float(d_rel)
+        self.evidence["stage 4 change in specific + related"] = float(d_spec + d_rel)
+        self.checks["stage 4: specific + related total rises"] = bool(d_spec + d_rel > 0)
+        self.checks["stage 4: specific and related move in opposite directions"] = bool(d_spec * d_rel < 0)
+        if not self.checks["stage 3: language neurons peak again"]:
+            self.labels[e2 + 1:] = [0] * (n - e2 - 1)
+            return self.result(a2, None, None,
+                               reason=f"after the shared stage the language share reaches only "
+                                      f"{self.evidence['stage 3 peak share']:.3f} < {self.high:g} of its peak: no "
+                                      "output-space transformation stage")
+        return self.result(a2, e2 + 1, b4)
+
+
 def four_stages(specific: Sequence[float], related: Sequence[float], general: Sequence[float],
                 low: float = 0.1, high: float = 0.3, final: float = 0.9, min_middle: int = 2,
                 smooth: int = 1) -> Stages:
@@ -183,118 +321,21 @@ def four_stages(specific: Sequence[float], related: Sequence[float], general: Se
     Raises ValueError for arrays of different lengths, fewer than 4 layers, or negative / non-finite
     counts. A profile with no neurons at all, or no language neurons, is returned with found False.
     """
-    spec, rel, gen = (_as_counts(n, v) for n, v in (("specific", specific), ("related", related),
-                                                    ("general", general)))
-    if not len(spec) == len(rel) == len(gen):
-        raise ValueError(f"specific, related and general must have one count per layer each; got lengths "
-                         f"{len(spec)}, {len(rel)}, {len(gen)}")
-    n = len(spec)
-    if n < MIN_LAYERS:
-        raise ValueError(f"four stages need at least {MIN_LAYERS} layers, got {n}")
-    for name, value in (("low", low), ("high", high), ("final", final)):
-        if not 0 < value <= 1:
-            raise ValueError(f"{name} must lie in (0, 1], got {value}")
-    if not low < high:
-        raise ValueError(f"low ({low}) must be below high ({high}): stage 2 is where the share is low")
-    if min_middle < 1:
-        raise ValueError(f"min_middle must be at least 1, got {min_middle}")
-
-    spec_s, rel_s, gen_s = (smooth_profile(a, smooth) for a in (spec, rel, gen))
-    lang = spec_s + rel_s
-    share = language_share(lang, gen_s)
-    peak = float(share.max())
-    labels = [0] * n
-    thresholds = {"low": low, "high": high, "final": final, "min_middle": min_middle, "smooth": smooth,
-                  "low share": low * peak, "high share": high * peak}
-    evidence: dict = {"peak share": peak, "peak share layer": int(share.argmax())}
-    checks: dict = {}
-
-    def result(b2=None, b3=None, b4=None, reason=""):
-        return Stages(tuple(labels), (b2, b3, b4), not reason, reason, tuple(spec_s.tolist()),
-                      tuple(rel_s.tolist()), tuple(gen_s.tolist()), tuple(share.tolist()), thresholds,
-                      evidence, checks)
-
-    if lang.sum() + gen_s.sum() == 0:
-        return result(reason="the profile has no neurons of any type")
-    if peak == 0:
-        return result(reason="the profile has no language (specific or related) neurons")
-
-    # 1. stage 2: the longest middle run of low-share layers
-    runs = [(a, b) for a, b in _runs(share <= low * peak) if a >= 1 and b <= n - 3]
-    evidence["low runs"] = [(a, b) for a, b in _runs(share <= low * peak)]
-    if not runs:
-        return result(reason=f"no middle layers where the language share stays at or below {low:g} of its "
-                             f"peak ({low * peak:.3f}): no shared semantic-space stage")
-    a2, e2 = max(runs, key=lambda r: (r[1] - r[0], -r[0]))
-    if e2 - a2 + 1 < min_middle:
-        return result(reason=f"the longest middle run of low language share (layers {a2}–{e2}) is shorter than "
-                             f"min_middle = {min_middle} layers: no shared semantic-space stage")
-    labels[:a2] = [1] * a2
-    labels[a2:e2 + 1] = [2] * (e2 - a2 + 1)
-    evidence["stage 2 max share"] = float(share[a2:e2 + 1].max())
-
-    # 2. stage 1 must hold a language-neuron peak
-    s1_peak = int(share[:a2].argmax())
-    evidence["stage 1 peak layer"], evidence["stage 1 peak share"] = s1_peak, float(share[s1_peak])
-    checks["stage 1: language neurons peak"] = bool(share[s1_peak] >= high * peak)
-    checks["stage 2: language neurons nearly absent"] = True
-    checks["stage 2: general neurons outnumber language neurons"] = bool((gen_s[a2:e2 + 1] > lang[a2:e2 + 1]).all())
-    if not checks["stage 1: language neurons peak"]:
-        labels[:] = [0] * n
-        return result(reason=f"before the shared stage (layers 0–{a2 - 1}) the language share reaches only "
-                             f"{share[s1_peak]:.3f} < {high:g} of its peak: no multilingual understanding stage")
-
-    # 3. stage 4: the final layers where general neurons are at their maximum
-    top_general = float(gen_s.max())
-    evidence["general max"], evidence["general max layer"] = top_general, int(gen_s.argmax())
-    thresholds["final general"] = final * top_general
-    at_top = gen_s >= final * top_general
-    b4 = n
-    while b4 > 0 and at_top[b4 - 1]:
-        b4 -= 1
-    upper = slice(e2 + 1, n)
-    s3_peak = e2 + 1 + int(share[upper].argmax())
-    evidence["stage 3 peak layer"], evidence["stage 3 peak share"] = s3_peak, float(share[s3_peak])
-    if b4 == n:
-        labels[e2 + 1:] = [3] * (n - e2 - 1)
-        g3_min = e2 + 1 + int(gen_s[upper].argmin())
-        evidence["stage 3 general min layer"], evidence["stage 3 general min"] = g3_min, float(gen_s[g3_min])
-        evidence["general min layer"] = int(gen_s.argmin())
-        checks["stage 3: language neurons peak again"] = bool(share[s3_peak] >= high * peak)
-        checks["stage 3: general neurons at their minimum"] = bool(gen_s[g3_min] <= gen_s.min())
-        checks["stage 4: general neurons at their maximum"] = False
-        return result(a2, e2 + 1, None,
-                      reason=f"the last layer's general count ({gen_s[-1]:.4g}) is below {final:g} of the largest "
-                             f"({top_general:.4g}, layer {int(gen_s.argmax())}): no vocabulary-space stage, "
-                             "the profile shows three stages")
-    if b4 <= e2 + 1:
-        labels[e2 + 1:] = [0] * (n - e2 - 1)
-        return result(a2, None, None,
-                      reason=f"general neurons stay at their maximum from layer {b4} on, right after the shared "
-                             "stage: stages 3 and 4 cannot be told apart")
-
-    # 4. stage 3 between: language neurons must peak again
-    s3_peak = e2 + 1 + int(share[e2 + 1:b4].argmax())
-    evidence["stage 3 peak layer"], evidence["stage 3 peak share"] = s3_peak, float(share[s3_peak])
-    labels[e2 + 1:b4] = [3] * (b4 - e2 - 1)
-    labels[b4:] = [4] * (n - b4)
-    g3_min = e2 + 1 + int(gen_s[e2 + 1:b4].argmin())
-    evidence["stage 3 general min layer"], evidence["stage 3 general min"] = g3_min, float(gen_s[g3_min])
-    evidence["general min layer"] = int(gen_s.argmin())
-    checks["stage 3: language neurons peak again"] = bool(share[s3_peak] >= high * peak)
-    checks["stage 3: general neurons at their minimum"] = bool(gen_s[g3_min] <= gen_s.min())
-    checks["stage 4: general neurons at their maximum"] = True
-    d_spec, d_rel = spec_s[b4] - spec_s[b4 - 1], rel_s[b4] - rel_s[b4 - 1]
-    evidence["stage 4 change in specific"], evidence["stage 4 change in related"] = float(d_spec), float(d_rel)
-    evidence["stage 4 change in specific + related"] = float(d_spec + d_rel)
-    checks["stage 4: specific + related total rises"] = bool(d_spec + d_rel > 0)
-    checks["stage 4: specific and related move in opposite directions"] = bool(d_spec * d_rel < 0)
-    if not checks["stage 3: language neurons peak again"]:
-        labels[e2 + 1:] = [0] * (n - e2 - 1)
-        return result(a2, None, None,
-                      reason=f"after the shared stage the language share reaches only {share[s3_peak]:.3f} < "
-                             f"{high:g} of its peak: no output-space transformation stage")
-    return result(a2, e2 + 1, b4)
+    rule = _Rule(specific, related, general, low, high, final, min_middle, smooth)
+    stop = rule.empty()
+    if stop is not None:
+        return stop
+    shared = rule.shared_stage()
+    if isinstance(shared, Stages):
+        return shared
+    a2, e2 = shared
+    stop = rule.understanding_stage(a2, e2)
+    if stop is not None:
+        return stop
+    b4 = rule.vocabulary_stage(a2, e2)
+    if isinstance(b4, Stages):
+        return b4
+    return rule.output_stage(a2, e2, b4)
 
 
 def stages_of(ident, **kwargs) -> Stages:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from lnlib import align, evaluate, explorer, identify, stages
+from lnlib import align, compare, counts, evaluate, explorer, identify, stages
 from lnlib.data import LANGS
 
 
@@ -70,7 +70,7 @@ def check_response_probs(fn: Callable) -> None:
         prefix = torch.randint(0, 50, (2, 5, 3), generator=g)
         full = prefix + torch.randint(-3, 60, (2, 5, 3), generator=g)
         cases.append((full, prefix, torch.tensor([200, 220, 240]), torch.tensor([100, 90, 80])))
-    check(fn, identify.response_probs, cases, "response_probs")
+    check(fn, counts.response_probs, cases, "response_probs")
 
 
 def check_threshold(fn: Callable) -> None:
@@ -174,14 +174,14 @@ def check_overlap(fn: Callable) -> None:
     language) triples of class `kind` (over (layer, neuron) pairs for "general")."""
     cases = [(a, b, kind) for a, b in _identification_pairs() for kind in ("specific", "related", "general")]
     cases = [case for case in cases if len(case[0].neurons(case[2]))]  # A must not be empty
-    check(fn, lambda a, b, kind: 100 * identify.overlap_ratio(a, b, kind), cases, "overlap", atol=1e-9)
+    check(fn, lambda a, b, kind: 100 * compare.overlap_ratio(a, b, kind), cases, "overlap", atol=1e-9)
 
 
 def check_group_change(fn: Callable) -> None:
     """fn(base, other, trained) -> {"trained": (specific, related), "untrained": (specific, related)}: the mean
     change per language of specific and related neuron counts, English left out of "untrained"."""
     def reference(base, other, trained):
-        means = align.lang_change(base, other, trained)[1]
+        means = compare.lang_change(base, other, trained)[1]
         return [means.loc["trained"].tolist(), means.loc["untrained"].tolist()]
 
     def answer(base, other, trained):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lnlib import data
+from lnlib.counts import load_released_probs
 from lnlib.config import OFFLINE_ENVS
 from lnlib.data import LANG_NAMES, LANGS
 
@@ -65,7 +66,7 @@ def test_released_counts_and_probs(data_dir):
     assert counts.full_tokens.tolist()[0] == 583_261 and counts.prefix_tokens.tolist()[0] == 263_330
     assert counts.response_tokens.tolist() == [319_931, 372_039, 343_440, 330_590, 335_753,
                                                382_388, 429_589, 701_467, 631_430, 408_472]
-    probs = data.load_released_probs("mgsm")
+    probs = load_released_probs("mgsm")
     assert probs.shape == (32, 14336, 10) and probs.dtype == torch.float32
     assert probs.min() == 0 and 1.0 < probs.max() < 1.002
     # one value by hand: layer 3, neuron 7, Thai
@@ -159,3 +160,44 @@ def test_exemplars_conversion_matches_published_json(data_dir):
     values = json.loads(published)
     source = "\n".join(f"{name} = {value!r}" for name, value in values.items())
     assert data.exemplars_py_to_json(source) == published
+
+
+@pytest.fixture
+def mirror(data_dir, monkeypatch):
+    """The shared data folder served on 127.0.0.1 (a real HTTP server, loopback only) as LNLIB_DATA_URL."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(data_dir))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    for name in OFFLINE_ENVS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LNLIB_DATA_URL", f"http://127.0.0.1:{server.server_address[1]}/")
+    yield server
+    server.shutdown()
+
+
+def test_a_mirror_serves_every_file_type_through_the_real_download_path(isolated, mirror, monkeypatch):
+    for name in OFFLINE_ENVS:
+        monkeypatch.delenv(name, raising=False)
+    assert len(data.load_mgsm("th")) == 250
+    assert data.load_mgsm_exemplars("bn")[0].answer == 11  # exemplars.json comes as JSON from a mirror
+    assert data.load_released_counts("mgsm").full.shape == (32, 14336, 10)
+    cached = sorted((isolated / "cache" / "data").rglob("*"))
+    assert not [p for p in cached if p.name.endswith(".partial")]
+    assert all(data._is_valid(p, data.checksums()[p.relative_to(isolated / "cache" / "data").as_posix()])
+               for p in cached if p.is_file())
+
+
+def test_a_mirror_missing_a_file_says_where_it_looked(isolated, mirror, monkeypatch):
+    for name in OFFLINE_ENVS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LNLIB_DATA_URL", mirror.server_address and f"http://127.0.0.1:{mirror.server_address[1]}/nope")
+    with pytest.raises(data.DataError, match="LNLIB_DATA_URL") as err:
+        data.load_msvamp("sw")
+    assert "/nope/msvamp/test_Swahili.json" in str(err.value)
+    assert not list((isolated / "cache").rglob("*.partial"))

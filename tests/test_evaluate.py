@@ -1,165 +1,82 @@
-"""lnlib.evaluate: the perplexity grid under deactivation and the accuracy bookkeeping, on tiny models."""
+"""lnlib.evaluate: perplexity on tiny models (equal to the labels loss), texts with nothing to score, and the
+alignment metrics."""
 
-import math
+import warnings
 
 import pytest
 import torch
 from tiny_models import tiny_model, word_tokenizer
 
-from lnlib import evaluate, intervene, models
+from lnlib import evaluate
+from lnlib.batching import SkippedWarning
 from lnlib.data import Problem
-
-TEXTS = {"en": ["w1 w2 w3 w4 w5 w6", "w9 w8 w7"], "de": ["w3 w3 w3 w1 w2", "w40 w41 w42 w43 w44"],
-         "fr": [("w5 w6", "w7 w8 w9 w10")]}
+from lnlib.evaluate import text_nll
 
 
-def _sets(model):
-    width = models.n_neurons(model)
-    return {"en": [torch.arange(0, 10), torch.tensor([], dtype=torch.long)],
-            "de": [torch.arange(10, 14), torch.arange(20, 30)],
-            "fr": [torch.tensor([], dtype=torch.long), torch.arange(width - 5, width)]}
+@pytest.mark.parametrize("family", ["gemma3_text", "gpt2", "gemma2"])
+def test_text_nll_equals_labels_loss(family):
+    model = tiny_model(family)
+    tokenizer = word_tokenizer()
+    texts = ["w1 w2 w3 w4 w5 w6", "w9 w8", "w3 w3 w3 w1 w2"]
+    result = text_nll(model, tokenizer, texts, batch_size=2, chunk_positions=3, progress=False)
+    for i, text in enumerate(texts):
+        ids = tokenizer(text, return_tensors="pt").input_ids
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=ids).loss.item()
+        assert result.n_tokens[i] == ids.shape[1] - 1
+        assert result.nll_sum[i].item() == pytest.approx(loss * (ids.shape[1] - 1), rel=1e-5)
+    official = torch.exp((result.nll_sum / result.n_tokens).mean()).item()
+    assert result.perplexity("official") == pytest.approx(official)
+    assert result.perplexity("token") == pytest.approx(torch.exp(result.nll_sum.sum() / 10).item())
+    with pytest.raises(ValueError, match="'official' or 'token'"):
+        result.perplexity("mean")
 
 
-def test_ppl_grid_shape_baseline_and_changes():
-    model, tok = tiny_model("gemma3_text"), word_tokenizer()
-    grid = evaluate.ppl_grid(model, tok, TEXTS, _sets(model), control=True, seed=7, progress=False)
-    ppl = grid.ppl()
-    assert list(ppl.index) == ["none", "en", "de", "fr"] and list(ppl.columns) == ["en", "de", "fr"]
-    for lang, texts in TEXTS.items():  # the baseline row is text_nll without intervention, both aggregations
-        nll = evaluate.text_nll(model, tok, texts, progress=False)
-        assert ppl.loc["none", lang] == pytest.approx(nll.perplexity("official"))
-        assert grid.ppl("token").loc["none", lang] == pytest.approx(nll.perplexity("token"))
-    with intervene.deactivate(model, _sets(model)["de"]):
-        assert ppl.loc["de", "en"] == pytest.approx(evaluate.perplexity(model, tok, TEXTS["en"], progress=False))
-    change = grid.change()
-    assert list(change.index) == ["en", "de", "fr"]
-    assert (change.abs() > 1e-6).all().all()  # every set changes every language's perplexity
-    assert change.loc["de", "fr"] == pytest.approx(ppl.loc["de", "fr"] - ppl.loc["none", "fr"])
-    relative = grid.change(relative=True)
-    assert relative.loc["en", "de"] == pytest.approx(change.loc["en", "de"] / ppl.loc["none", "de"])
-    assert grid.diagonal().to_dict() == pytest.approx({lang: change.loc[lang, lang] for lang in TEXTS})
-    assert grid.sizes == {"en": 10, "de": 14, "fr": 5} and grid.seed == 7
-    control = grid.ppl(control=True)
-    assert list(control.index) == ["en", "de", "fr"] and not control.isna().any().any()
-    assert not control.equals(ppl.loc[["en", "de", "fr"]])
-    summary = grid.summary()
-    assert summary.loc["de", "diagonal"] == pytest.approx(change.loc["de", "de"])
-    assert summary.loc["de", "off-diagonal mean"] == pytest.approx(change.loc["de", ["en", "fr"]].mean())
-    median = grid.summary(statistic="median")
-    assert median.loc["en", "off-diagonal median"] == pytest.approx(change.loc["en", ["de", "fr"]].median())
-    with pytest.raises(ValueError, match="statistic"):
-        grid.summary(statistic="max")
-    tidy = grid.tidy()
-    assert len(tidy) == 3 + 9 + 9 and set(tidy.columns) >= {"switched off", "control", "evaluated", "ppl", "change"}
-    assert all(not a._forward_hooks for a in models.mlp_activations(model))
-
-
-def test_ppl_grid_control_is_seeded_and_diagonal_only_when_asked():
+def test_texts_without_a_scored_token_are_left_out_not_scored_as_perplexity_one():
     model, tok = tiny_model("llama"), word_tokenizer()
-    texts = {k: v for k, v in TEXTS.items() if k != "fr"}
-    sets = {k: v for k, v in _sets(model).items() if k != "fr"}
-    a = evaluate.ppl_grid(model, tok, texts, sets, control="diagonal", seed=1, progress=False)
-    b = evaluate.ppl_grid(model, tok, texts, sets, control="diagonal", seed=1, progress=False)
-    c = evaluate.ppl_grid(model, tok, texts, sets, control="diagonal", seed=2, progress=False)
-    assert set(a.nll) == {("none", "en"), ("none", "de"), ("en", "en"), ("en", "de"), ("de", "en"), ("de", "de"),
-                          ("random:en", "en"), ("random:de", "de")}
-    rand = a.ppl(control=True)
-    assert math.isnan(rand.loc["en", "de"]) and rand.loc["en", "en"] == b.ppl(control=True).loc["en", "en"]
-    assert rand.loc["de", "de"] != c.ppl(control=True).loc["de", "de"]
-    no_control = evaluate.ppl_grid(model, tok, texts, sets, progress=False)
-    assert no_control.seed is None and no_control.ppl(control=True).isna().all().all()
+    texts = ["w1 w2 w3 w4 w5 w6", "w9 w8 w7 w6"]
+    clean = text_nll(model, tok, texts, progress=False).perplexity()
+    for extra in ("w5", ("w1 w2", ""), ("w1 w2 w3 w4 w5 w6", "w7")):  # one token; empty response; cut off by max_length
+        nll = text_nll(model, tok, texts + [extra], max_length=6, progress=False)
+        assert nll.n_tokens[-1] == 0
+        with pytest.warns(SkippedWarning, match="1 of 3 texts have no token to score"):
+            assert nll.perplexity() == pytest.approx(clean)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text_nll(model, tok, texts, progress=False).perplexity()
+    with pytest.raises(ValueError, match="no text has a token to score"):
+        text_nll(model, tok, [("w1", "")], progress=False).perplexity()
 
 
-def test_ppl_grid_refuses_bad_input():
+def test_a_single_string_is_not_read_as_a_list_of_texts():
     model, tok = tiny_model("llama"), word_tokenizer()
-    with pytest.raises(ValueError, match="2 layers"):
-        evaluate.ppl_grid(model, tok, TEXTS, {"en": [torch.tensor([1])]}, progress=False)
-    with pytest.raises(ValueError, match="reserved"):
-        evaluate.ppl_grid(model, tok, TEXTS, {"none": _sets(model)["en"]}, progress=False)
-    with pytest.raises(ValueError, match="control must be"):
-        evaluate.ppl_grid(model, tok, TEXTS, _sets(model), control="some", progress=False)
+    for call in (lambda: text_nll(model, tok, "w1 w2 w3", progress=False),
+                 lambda: evaluate.perplexity(model, tok, "w1 w2 w3", progress=False),
+                 lambda: evaluate.mean_hidden_states(model, tok, "w1 w2 w3", layer=0)):
+        with pytest.raises(ValueError, match="not a single one"):
+            call()
+    with pytest.raises(ValueError, match="layer must be an integer in \\[0, 2\\)"):
+        evaluate.mean_hidden_states(model, tok, ["w1 w2"], layer=99)
 
 
-@pytest.mark.parametrize("text, value", [
-    ("She pays 3 + 4 = 7 dollars. The answer is 18.", 18.0),
-    ("Total: 1,234,567 apples", 1234567.0),
-    ("It is -2.5 degrees", -2.5),
-    ("The answer is 42.", 42.0),
-    ("答案是 96", 96.0),
-    ("no number here", None),
-])
-def test_extract_last_number(text, value):
-    assert evaluate.extract_last_number(text) == value
+def test_retrieval_accuracy():
+    x = torch.eye(3)
+    assert evaluate.retrieval_accuracy(x, x) == 1.0
+    assert evaluate.retrieval_accuracy(x, x[[1, 0, 2]]) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="parallel"):
+        evaluate.retrieval_accuracy(x, x[:2])
 
 
-def test_number_tolerance():
-    assert evaluate.is_correct_number("... so 18", 18.0)
-    assert evaluate.is_correct_number("... so 18.005", 18.0)
-    assert not evaluate.is_correct_number("... so 18.5", 18.0)
-    assert not evaluate.is_correct_number("no answer", 18.0)
+def test_alignment_metrics_on_a_tiny_model(monkeypatch):
+    from lnlib import data
 
-
-@pytest.mark.parametrize("text, lang", [
-    ("Janet's ducks lay sixteen eggs per day and she eats three for breakfast every morning.", "en"),
-    ("Die Enten von Janet legen jeden Tag sechzehn Eier, und sie isst jeden Morgen drei zum Frühstück.", "de"),
-    ("Les canards de Janet pondent seize œufs par jour et elle en mange trois au petit-déjeuner.", "fr"),
-    ("Утки Джанет несут шестнадцать яиц в день, и каждое утро она съедает три на завтрак.", "ru"),
-    ("珍妮特的鸭子每天下十六个蛋，她每天早上吃三个当早餐。", "zh"),
-    ("ジャネットのアヒルは1日に16個の卵を産み、彼女は毎朝3個を朝食に食べます。", "ja"),
-    ("Bata wa Janet hutaga mayai kumi na sita kwa siku na yeye hula matatu kila asubuhi.", "sw"),
-])
-def test_detect_language(text, lang):
-    assert evaluate.detect_language(text) == lang
-
-
-def test_detect_language_needs_letters():
-    assert evaluate.detect_language("18 + 24 = 42") is None
-    assert evaluate.detect_language("Die Antwort", langs=("de", "en")) in ("de", "en")
-
-
-def _problems():
-    return {"en": [Problem("en", 0, "How many?", 18.0, "How many?"), Problem("en", 1, "And now?", 3.0, "And now?")],
-            "de": [Problem("de", 0, "Wie viele?", 18.0, "How many?"), Problem("de", 1, "Und jetzt?", 3.0, "And now?")]}
-
-
-ANSWERS = {"en": "She sells the remaining eggs at the market and makes {} dollars every day.",
-           "de": "Sie verkauft die übrigen Eier auf dem Markt und verdient jeden Tag {} Dollar."}
-
-
-def test_accuracy_grid_bookkeeping_with_a_stub_generator():
-    """A stub stands in for generation: right answers in the right language, except that with the German set
-    switched off German questions get English answers, and with the English set the second answer is wrong."""
-    model, tok = tiny_model("llama"), word_tokenizer()
-    sets = {"en": [torch.tensor([0]), torch.tensor([], dtype=torch.long)],
-            "de": [torch.tensor([], dtype=torch.long), torch.tensor([0])]}
-    acts = models.mlp_activations(model)
-
-    def stub(model_, tokenizer, prompts, **options):
-        de_off, en_off = bool(acts[1]._forward_hooks), bool(acts[0]._forward_hooks)
-        out = []
-        for i, prompt in enumerate(prompts):
-            lang = "de" if "German" in prompt else "en"
-            answer = [18, 3][i] + (1 if en_off and i == 1 else 0)
-            out.append(ANSWERS["en" if de_off else lang].format(answer))
-        return out
-
-    grid = evaluate.accuracy_grid(model, tok, _problems(), sets, generate=stub, progress=False)
-    acc = grid.accuracy()
-    assert list(acc.index) == ["none", "en", "de"] and list(acc.columns) == ["en", "de"]
-    assert acc.loc["none"].tolist() == [1.0, 1.0]
-    assert acc.loc["en"].tolist() == [0.5, 0.5]
-    assert acc.loc["de"].tolist() == [1.0, 0.0]  # right numbers, wrong language
-    assert grid.accuracy(require_language=False).loc["de"].tolist() == [1.0, 1.0]
-    assert grid.change().loc["de", "de"] == -1.0 and grid.change().loc["en", "en"] == -0.5
-    assert grid.outputs[("de", "de")][0] == ANSWERS["en"].format(18)
-    assert grid.correct[("en", "en")].tolist() == [True, False]
-
-
-def test_accuracy_grid_runs_generation_on_a_tiny_model():
-    model, tok = tiny_model("gemma3_text"), word_tokenizer()
-    model.generation_config.eos_token_id = None
-    sets = {"de": [torch.arange(5), torch.arange(5)]}
-    grid = evaluate.accuracy_grid(model, tok, _problems(), sets, max_new_tokens=4, batch_size=2, progress=False)
-    assert grid.accuracy().shape == (2, 2) and ((grid.accuracy() >= 0) & (grid.accuracy() <= 1)).all().all()
-    assert all(len(texts) == 2 for texts in grid.outputs.values())
-    assert all(not a._forward_hooks for a in models.mlp_activations(model))
+    monkeypatch.setitem(data.LANG_NAMES, "xx", "w99")  # the word tokenizer only knows w0..w99
+    problems = [Problem("xx", i, f"w{i} w{i + 1}", 1.0, f"w{i + 50} w{i + 51}") for i in range(4)]
+    model, tok = tiny_model("qwen3"), word_tokenizer()
+    metrics = evaluate.alignment_metrics(model, tok, {"xx": problems}, layer=0)
+    table = metrics.table()
+    assert list(table.index) == ["xx"] and set(table.columns) == {"nll", "retrieval"}
+    assert table.loc["xx", "nll"] > 0 and 0 <= table.loc["xx", "retrieval"] <= 1
+    assert len(metrics.nll["xx"].n_tokens) == len(metrics.hit["xx"]) == 4  # per text, for intervals
+    same = [Problem("xx", i, f"w{i} w{i + 7}", 1.0, f"w{i} w{i + 7}") for i in range(4)]
+    assert evaluate.alignment_metrics(model, tok, {"xx": same}, layer=1).table().loc["xx", "retrieval"] == 1.0

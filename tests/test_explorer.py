@@ -47,10 +47,12 @@ def test_report_figure_and_widget():
 
 
 def test_static_only(monkeypatch):
+    from lnlib.config import static_only
+
     monkeypatch.setenv("LNLIB_STATIC", "1")
-    assert explorer.static_only()
+    assert static_only()
     monkeypatch.delenv("LNLIB_STATIC")
-    assert not explorer.static_only()
+    assert not static_only()
 
 
 def test_separation_by_hand():

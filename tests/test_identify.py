@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from lnlib import compare, counts, store
 from lnlib import identify as idf
 from lnlib.data import LANGS
 
@@ -70,7 +71,8 @@ def test_toy_autosweep_for_three_languages():
     curve = idf.sweep(TOY, [0.0, lam, 7.0], rate=0.5, bar=0.6, langs=TOY_LANGS)
     assert curve == [(0.0, (0, 2, 1, 0)), (lam, (0, 2, 1, 0)), (7.0, (0, 1, 1, 1))]
     # the criterion already holds at hi: hi is the answer
-    assert idf.autosweep(TOY, rate=0.5, bar=0.6, hi=5.0, langs=TOY_LANGS)[0] == 5.0
+    with pytest.warns(idf.IntervalWarning):
+        assert idf.autosweep(TOY, rate=0.5, bar=0.6, hi=5.0, langs=TOY_LANGS)[0] == 5.0
     # ... unless widened: then the edge in the wider interval is found
     widened, wide = idf.autosweep(TOY, rate=0.5, bar=0.6, hi=5.0, langs=TOY_LANGS, widen=10.0)
     assert TOY_LAM_EDGE - 1e-3 < widened < TOY_LAM_EDGE and wide.trace[1] == (10.0, (0, 1, 1, 1))
@@ -103,12 +105,12 @@ def test_lape_toy():
 
 def test_overlap_ratio():
     a, b = toy(), toy(7.0)  # b selects 0, 1, 2: neuron 5 (specific to c) is gone
-    assert idf.overlap_ratio(a, a) == 1.0
-    assert idf.overlap_ratio(a, b, "specific") == 0.5  # (a, 0) kept, (c, 5) lost
-    assert idf.overlap_ratio(a, b, "language", unit="triple") == pytest.approx(3 / 4)
-    assert idf.overlap_ratio(a, b, "language", unit="neuron") == pytest.approx(2 / 3)
+    assert compare.overlap_ratio(a, a) == 1.0
+    assert compare.overlap_ratio(a, b, "specific") == 0.5  # (a, 0) kept, (c, 5) lost
+    assert compare.overlap_ratio(a, b, "language", unit="triple") == pytest.approx(3 / 4)
+    assert compare.overlap_ratio(a, b, "language", unit="neuron") == pytest.approx(2 / 3)
     only_neuron_0 = idf.identify(TOY, 0.0, rate=0.2, bar=0.6, langs=TOY_LANGS)
-    assert math.isnan(idf.overlap_ratio(only_neuron_0, a, "related"))  # empty reference
+    assert math.isnan(compare.overlap_ratio(only_neuron_0, a, "related"))  # empty reference
 
 
 def test_probs_from_counts():
@@ -118,11 +120,11 @@ def test_probs_from_counts():
         full_tokens = torch.tensor([10, 20])
         prefix_tokens = torch.tensor([4, 10])
 
-    assert idf.probs_from_counts(Counts, "full").tolist() == [[[0.5, 0.44999998807907104]]]
-    assert idf.probs_from_counts(Counts, "prefix").tolist() == [[[0.5, 1.0]]]
-    assert idf.probs_from_counts(Counts).tolist() == [[[0.5, 0.0]]]  # 9 - 10 clamps to 0
+    assert counts.probs_from_counts(Counts, "full").tolist() == [[[0.5, 0.44999998807907104]]]
+    assert counts.probs_from_counts(Counts, "prefix").tolist() == [[[0.5, 1.0]]]
+    assert counts.probs_from_counts(Counts).tolist() == [[[0.5, 0.0]]]  # 9 - 10 clamps to 0
     with pytest.raises(ValueError, match="scope"):
-        idf.probs_from_counts(Counts, "prompt")
+        counts.probs_from_counts(Counts, "prompt")
 
 
 @pytest.mark.parametrize("probs, match", [
@@ -187,12 +189,57 @@ def test_save_load_refusals(tmp_path):
         idf.load(path, expect_langs=("a", "c", "b"))
     with pytest.raises(ValueError, match="different model"):
         idf.load(path, expect_shape=(32, 14336))
-    with pytest.raises(ValueError, match="lacks revision, tokens"):
-        idf.save(toy(), tmp_path / "other.safetensors", {"model": "toy", "dataset": "hand"})
+    assert idf.load(idf.save(toy(), tmp_path / "bare.safetensors"))[1] == {}  # provenance: nothing invented
     from safetensors.torch import save_file
     save_file({"x": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
-    with pytest.raises(ValueError, match="not an lnlib identification"):
+    with pytest.raises(store.StoreError, match="not an lnlib file"):
         idf.load(tmp_path / "foreign.safetensors")
+
+
+@pytest.mark.parametrize("edit", ["langs", "rate", "selected"])
+def test_an_edited_identification_file_is_refused(tmp_path, edit):
+    """An identification whose languages, settings or neuron indices were changed by hand is not accepted."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = idf.save(toy(), tmp_path / "toy.safetensors", PROV)
+    with safe_open(str(path), framework="pt") as fh:
+        tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118
+        header = json.loads(fh.metadata()["lnlib"])
+    if edit == "selected":
+        tensors["selected"] = tensors["selected"].flip(0)
+    elif edit == "langs":
+        header["langs"] = ["c", "b", "a"]
+    else:
+        header["rate"] = 0.1
+    save_file(tensors, str(path), metadata={"lnlib": json.dumps(header)})
+    with pytest.raises(store.StoreError, match="changed after lnlib wrote it"):
+        idf.load(path)
+
+
+@pytest.mark.parametrize("lam", [float("nan"), float("inf"), -float("inf"), "0.1", None])
+def test_lambda_must_be_a_finite_number(lam):
+    with pytest.raises(ValueError, match="finite number"):
+        idf.identify(TOY, lam, langs=TOY_LANGS)
+    with pytest.raises(ValueError, match="finite number"):
+        idf.autosweep(TOY, hi=lam, langs=TOY_LANGS)
+
+
+@pytest.mark.parametrize("probs, match", [
+    (torch.zeros(1, 4, 3), "every probability is 0"),
+    (torch.full((1, 4, 3), 0.3), "same probability in every language"),
+])
+def test_degenerate_probabilities_are_refused(probs, match):
+    with pytest.raises(ValueError, match=match):
+        idf.identify(probs, 0.1, langs=TOY_LANGS)
+
+
+def test_autosweep_warns_when_lambda_is_the_top_of_its_interval():
+    with pytest.warns(idf.IntervalWarning, match="top of its search interval"):
+        lam, ident = idf.autosweep(TOY, rate=0.5, bar=0.6, hi=5.0, langs=TOY_LANGS)
+    assert lam == 5.0 and ident.interval == (0.0, 5.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,7 +249,8 @@ def test_save_load_refusals(tmp_path):
 @pytest.fixture(scope="module")
 def released(data_dir):
     """(probs, λ*, identification at λ*, released mask); skipped when LNLIB_DATA_DIR is not set."""
-    from lnlib.data import load_released_mask, load_released_probs
+    from lnlib.counts import load_released_probs
+    from lnlib.data import load_released_mask
 
     probs = load_released_probs("mgsm")
     lam, ident = idf.autosweep(probs)
@@ -216,7 +264,7 @@ def test_released_probabilities(released):
     q = torch.quantile(probs.reshape(-1)[::7].double(), torch.tensor([0.5, 0.9], dtype=torch.float64))
     assert q.tolist() == pytest.approx([0.183, 0.462], abs=2e-3)
     assert released[2].tau == pytest.approx(0.5644, abs=1e-4)
-    prov = idf.released_provenance()
+    prov = counts.released_provenance()
     assert prov["tokens"]["en"] == 319931 and prov["tokens"]["bn"] == 701467
 
 
@@ -275,7 +323,7 @@ def test_released_lape(released):
     assert lape.appear == [0, 3406, 820, 225, 74, 50, 10, 2, 1, 0, 0] and lape.n_dropped == 0
     assert lape.lang_counts()["language"].tolist() == [52, 519, 530, 782, 996, 338, 678, 1137, 543, 774]
     assert len(ident.neurons("language")) == 3219
-    assert idf.overlap_ratio(ident, lape, "language", unit="neuron") == pytest.approx(2408 / 3219)
+    assert compare.overlap_ratio(ident, lape, "language", unit="neuron") == pytest.approx(2408 / 3219)
 
 
 def test_released_rate_ten_percent(released):
@@ -289,7 +337,7 @@ def test_released_rate_ten_percent(released):
 
 def test_released_save_load(released, tmp_path):
     ident = released[2]
-    path = idf.save(ident, tmp_path / "mistral.safetensors", idf.released_provenance())
+    path = idf.save(ident, tmp_path / "mistral.safetensors", counts.released_provenance())
     back, prov = idf.load(path, expect_langs=LANGS, expect_shape=(32, 14336))
     assert prov["revision"] == "de76d14562b1da1ba0e52d5b245cf9c0859e2af3" and back.lam == 0.109375
     assert all(torch.equal(x, y) for a, b in zip(back.mask(), ident.mask(), strict=True)

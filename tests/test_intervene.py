@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny_models import tiny_model, word_tokenizer
 
-from lnlib import capture, identify, intervene, models
+from lnlib import generation, identify, intervene, models
 
 IDS = torch.tensor([[1, 5, 7, 9, 11, 4], [2, 8, 8, 3, 60, 61]])
 FAMILIES = ["llama", "gemma3_text", "gemma3", "gpt2"]
@@ -79,9 +79,9 @@ def test_deactivation_acts_on_generated_tokens_too():
     edited.generation_config.eos_token_id = None
     prompts = ["w1 w2 w3", "w9 w8 w7 w6 w5"]
     with intervene.deactivate(model, neurons):
-        hooked = capture.generate_responses(model, tok, prompts, max_new_tokens=8, batch_size=2, progress=False)
-    plain = capture.generate_responses(model, tok, prompts, max_new_tokens=8, batch_size=2, progress=False)
-    assert hooked == capture.generate_responses(edited, tok, prompts, max_new_tokens=8, batch_size=2,
+        hooked = generation.generate_responses(model, tok, prompts, max_new_tokens=8, batch_size=2, progress=False)
+    plain = generation.generate_responses(model, tok, prompts, max_new_tokens=8, batch_size=2, progress=False)
+    assert hooked == generation.generate_responses(edited, tok, prompts, max_new_tokens=8, batch_size=2,
                                                 progress=False)
     assert hooked != plain
 

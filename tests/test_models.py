@@ -3,7 +3,6 @@ import torch
 from tiny_models import tiny_model, word_tokenizer
 
 from lnlib import models
-from lnlib.evaluate import text_nll
 
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt2"]
 
@@ -56,6 +55,18 @@ def test_final_norm_is_found():
     assert models.final_norm(model) is model.model.language_model.norm
 
 
+@pytest.mark.parametrize("family", ["gemma3", "gemma3_text", "llama"])
+@pytest.mark.parametrize("prefix", ["model", "language_model", "nothing_like_it"])
+def test_the_body_is_found_whatever_the_base_model_prefix(family, prefix, monkeypatch):
+    """transformers 4.x names Gemma 3's prefix "language_model", 5.x "model": lnlib must not depend on it."""
+    model = tiny_model(family)
+    monkeypatch.setattr(type(model), "base_model_prefix", prefix)
+    body = models.body(model)
+    assert isinstance(body.layers, torch.nn.ModuleList) and models.n_layers(model) == 2
+    out = body(input_ids=torch.tensor([[1, 5, 6]]), attention_mask=torch.ones(1, 3, dtype=torch.long))
+    assert out.last_hidden_state.shape[:2] == (1, 3)
+
+
 def test_unknown_architecture_lists_supported_and_how_to_add():
     class Fake(torch.nn.Module):
         class config:  # noqa: N801
@@ -95,24 +106,56 @@ def test_load_model_from_local_folder(tmp_path):
 
 
 def test_load_model_missing_folder_explains(tmp_path):
-    with pytest.raises(OSError, match="offline, pass a local folder, or None"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         models.load_model(str(tmp_path / "nowhere"))
 
 
-@pytest.mark.parametrize("family", ["gemma3_text", "gpt2", "gemma2"])
-def test_text_nll_equals_labels_loss(family):
-    model = tiny_model(family)
-    tokenizer = word_tokenizer()
-    texts = ["w1 w2 w3 w4 w5 w6", "w9 w8", "w3 w3 w3 w1 w2"]
-    result = text_nll(model, tokenizer, texts, batch_size=2, chunk_positions=3, progress=False)
-    for i, text in enumerate(texts):
-        ids = tokenizer(text, return_tensors="pt").input_ids
-        with torch.no_grad():
-            loss = model(input_ids=ids, labels=ids).loss.item()
-        assert result.n_tokens[i] == ids.shape[1] - 1
-        assert result.nll_sum[i].item() == pytest.approx(loss * (ids.shape[1] - 1), rel=1e-5)
-    official = torch.exp((result.nll_sum / result.n_tokens).mean()).item()
-    assert result.perplexity("official") == pytest.approx(official)
-    assert result.perplexity("token") == pytest.approx(torch.exp(result.nll_sum.sum() / 10).item())
-    with pytest.raises(ValueError, match="'official' or 'token'"):
-        result.perplexity("mean")
+def test_load_model_refuses_bad_settings_before_loading(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="dtype must be one of float32, float16, bfloat16"):
+        models.load_model(tmp_path, dtype="float61")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA GPU is available"):
+        models.load_model(tmp_path, device="cuda")
+    with pytest.raises(ValueError, match="not a device name"):
+        models.load_model(tmp_path, device="gpu0")
+
+
+def test_load_model_explains_an_unsupported_family(tmp_path):
+    import transformers
+
+    transformers.T5Config(vocab_size=32, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2).save_pretrained(
+        tmp_path)
+    with pytest.raises(models.UnsupportedArchitectureError, match="'t5' is not in lnlib's architecture registry"):
+        models.load_model(tmp_path)
+
+
+def test_offline_a_hub_id_fails_at_once_with_advice(monkeypatch, tmp_path):
+    import time
+
+    monkeypatch.setenv("LNLIB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
+    start = time.perf_counter()
+    with pytest.raises(OSError, match="offline .* loads only from the local hub cache"):
+        models.load_model("someone/some-model")
+    assert time.perf_counter() - start < 10
+
+
+def test_load_with_device_map_auto_on_cpu(tmp_path):
+    pytest.importorskip("accelerate")
+    model = tiny_model("llama")
+    model.save_pretrained(tmp_path)
+    word_tokenizer().save_pretrained(tmp_path)
+    loaded, _ = models.load_model(tmp_path, device_map="auto")
+    assert models.input_device(loaded).type == "cpu" and loaded.dtype == torch.float32
+    ids = torch.tensor([[1, 7, 8, 9]])
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, model(ids).logits)
+
+
+def test_provenance_records_what_is_known(tmp_path):
+    model = tiny_model("llama")
+    record = models.provenance(model)
+    assert record["model_type"] == "llama" and record["layers"] == 2 and record["neurons"] == 48
+    assert "revision" not in record  # nothing invented
+
+

@@ -171,9 +171,9 @@ def test_released_mistral_profile():
 
 
 def test_stages_of_identification_uses_layer_counts(data_dir):
-    from lnlib import data, identify
+    from lnlib import counts, data, identify
 
-    ident = identify.identify(data.load_released_probs(), data.RELEASED_LAMBDA)
+    ident = identify.identify(counts.load_released_probs(), data.RELEASED_LAMBDA)
     counts = ident.layer_counts()
     assert [tuple(r) for r in counts[["specific", "related", "general"]].itertuples(index=False)] == MISTRAL
     assert stages.stages_of(ident).boundaries == (5, 18, 31)

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from lnlib import identify, testing
+from lnlib import compare, counts, identify, testing
 
 
 def test_reference_passes_its_own_checks(capsys):
-    testing.check_response_probs(identify.response_probs)
+    testing.check_response_probs(counts.response_probs)
     testing.check_threshold(identify.threshold)
     testing.check_normalised_entropy(identify.normalised_entropy)
     assert "all 6 cases match" in capsys.readouterr().out
@@ -52,16 +52,16 @@ def test_new_references_pass_their_own_checks(capsys):
 def test_count_active_reference_is_what_capture_counts():
     from tiny_models import tiny_model, word_tokenizer
 
-    from lnlib import capture, models
+    from lnlib import batching, capture, models
 
     model, tok = tiny_model("llama"), word_tokenizer()
     examples = [("w1 w2", "w3 w4 w5"), ("w6", "w7 w8"), "w9 w10 w11 w12"]
     seen = []
     handle = models.mlp_activations(model)[1].register_forward_hook(lambda m, i, out: seen.append(out))
     try:
-        (batch,) = models.batches(tok, examples, len(examples), 64)
+        (batch,) = batching.batches(tok, examples, len(examples), 64)
         with torch.no_grad():
-            model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            models.body(model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
     finally:
         handle.remove()
     expected = capture.count_activations(model, tok, examples, batch_size=1, progress=False).over_zero[1]
@@ -100,9 +100,9 @@ def test_separation_rejects_the_gap_between_the_two_largest():
 def test_overlap_check_accepts_the_reference_and_rejects_the_reversed_ratio():
     from lnlib import identify
 
-    testing.check_overlap(lambda a, b, kind: 100 * identify.overlap_ratio(a, b, kind))
+    testing.check_overlap(lambda a, b, kind: 100 * compare.overlap_ratio(a, b, kind))
     with pytest.raises(AssertionError, match="overlap: case"):
-        testing.check_overlap(lambda a, b, kind: 100 * identify.overlap_ratio(b, a, kind))
+        testing.check_overlap(lambda a, b, kind: 100 * compare.overlap_ratio(b, a, kind))
 
 
 def test_group_change_check_rejects_counting_english_as_untrained():

@@ -1,0 +1,84 @@
+"""Compare: two identifications of the same model family side by side (base and aligned model, two datasets,
+two settings): overlaps, and the changes per layer, per number of languages and per language."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from lnlib.identify import Identification
+
+
+def overlap_ratio(a: Identification, b: Identification, kind: str = "specific", unit: str = "triple") -> float:
+    """``|A ∩ B| / |A|`` with A the neurons of reference `a` (the paper's Table 4 takes the base model on MGSM
+    as reference; it does not give the formula).
+
+    unit="triple": a neuron counts once per language it is assigned to, and only matches the same neuron
+    assigned to the same language in `b` (the stricter reading). unit="neuron": distinct (layer, neuron)
+    pairs, whatever their languages. "general" neurons have no language, so they always use pairs.
+    Returns NaN when A is empty.
+    """
+    if unit not in ("triple", "neuron"):
+        raise ValueError(f"unit must be 'triple' or 'neuron', got {unit!r}")
+    if a.shape != b.shape:
+        raise ValueError(f"identifications have different shapes {a.shape} and {b.shape}")
+
+    def keys(ident: Identification) -> set[tuple[int, ...]]:
+        if unit == "neuron" or kind == "general":
+            return {tuple(p) for p in ident.neurons(kind).tolist()}
+        return {(lang, *p) for lang in a.langs if lang in ident.langs for p in ident.neurons(kind, lang).tolist()}
+
+    ref, other = keys(a), keys(b)
+    return len(ref & other) / len(ref) if ref else float("nan")
+
+
+def _check_pair(base: Identification, other: Identification) -> None:
+    if base.shape != other.shape or base.langs != other.langs:
+        raise ValueError(f"identifications differ in shape ({base.shape} vs {other.shape}) or languages "
+                         f"({base.langs} vs {other.langs}); compare identifications of the same model family")
+
+
+def layer_change(base: Identification, other: Identification) -> pd.DataFrame:
+    """Per layer, the change (other - base) of distinct specific, related and general neurons (paper Fig. 4)."""
+    _check_pair(base, other)
+    return other.layer_counts() - base.layer_counts()
+
+
+def n_change(base: Identification, other: Identification, over: str = "all") -> pd.DataFrame:
+    """Per N = 1..K, the number of neurons above tau in exactly N languages, before, after and the change
+    (paper Figs. 5 and 15). over="all": every neuron; over="selected": the selected language neurons."""
+    _check_pair(base, other)
+    if over == "all":
+        before, after = base.n_histogram()[1:], other.n_histogram()[1:]
+    elif over == "selected":
+        before, after = base.appear[1:], other.appear[1:]
+    else:
+        raise ValueError(f"over must be 'all' or 'selected', got {over!r}")
+    frame = pd.DataFrame({"before": before, "after": after}, index=pd.RangeIndex(1, base.n_langs + 1, name="N"))
+    frame["change"] = frame["after"] - frame["before"]
+    return frame
+
+
+def overlap_table(base: Identification, other: Identification, unit: str = "triple") -> pd.Series:
+    """Overlap ratio ``|base ∩ other| / |base|`` in %, for specific, related and general neurons (paper Table 4)."""
+    _check_pair(base, other)
+    return pd.Series({kind: 100 * overlap_ratio(base, other, kind, unit)
+                      for kind in ("specific", "related", "general")}, name="overlap %")
+
+
+def lang_change(base: Identification, other: Identification, trained: Sequence[str],
+                include_english: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per language, the change of specific and related neurons, and its mean over trained and untrained
+    languages (paper Table 2). English, the alignment target, is left out of "untrained" unless asked.
+    Returns (per-language table, group means)."""
+    _check_pair(base, other)
+    unknown = [lang for lang in trained if lang not in base.langs]
+    if unknown:
+        raise ValueError(f"trained languages {unknown} are not in the identification ({', '.join(base.langs)})")
+    diff = (other.lang_counts() - base.lang_counts())[["specific", "related"]]
+    diff["trained"] = [lang in trained for lang in diff.index]
+    untrained = [lang for lang in diff.index if lang not in trained and (include_english or lang != "en")]
+    means = pd.DataFrame({"trained": diff.loc[list(trained), ["specific", "related"]].mean(),
+                          "untrained": diff.loc[untrained, ["specific", "related"]].mean()}).T
+    return diff, means

@@ -1,0 +1,212 @@
+"""The identification pipeline every chapter uses: count (cached) → stack → identify.
+
+`language_neurons(model, tokenizer, texts, settings)` counts activations over `texts` (which data, which
+protocol: `Texts`), one cached entry per data source, adds the sources up, turns the counts into probabilities and
+identifies language neurons (`Settings`: AutoSweep with the widening rule, or a fixed λ; the paper's score or
+another registered method). It returns one `NeuronStudy` holding the counts, the probabilities, λ, the search
+interval and both settings objects, so two chapters that ask for the same study get the same neurons, and a
+chapter that needs another (one data source, a fixed λ) derives it from the study instead of restating settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lnlib import cache, identify, models, store
+from lnlib.capture import count_by_language
+from lnlib.config import cache_dir
+from lnlib.counts import ActivationCounts, load_released_probs, released_provenance, stacked_probs
+from lnlib.data import LANGS
+from lnlib.generation import answer_pairs
+from lnlib.identify import Identification
+from lnlib.protocols import PROTOCOLS, Source, book_pairs
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How neurons are identified from probabilities.
+
+    rate: share of neurons selected; bar: percentile of the threshold τ; method: a scoring method of
+    `lnlib.identify.METHODS`; lam: "auto" (AutoSweep) or a fixed λ in code units; interval: AutoSweep's (lo, hi);
+    widen: search [lo, widen] instead when the criterion never binds in the interval (None: never); eps: the
+    bisection's tolerance. The defaults are the paper's, with the book's widening rule.
+    """
+
+    rate: float = 0.01
+    bar: float = 0.95
+    method: str = "entropy-lambda"
+    lam: float | str = "auto"
+    interval: tuple[float, float] = (0.0, 0.2)
+    widen: float | None = 2.0
+    eps: float = 1e-3
+
+    def replace(self, **changes) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def run(self, probs: torch.Tensor, langs: Sequence[str]) -> Identification:
+        """Identify neurons in `probs` [layers, neurons, K] with these settings."""
+        if self.lam == "auto" and identify.get_method(self.method).uses_lambda:
+            if self.method != "entropy-lambda":
+                raise ValueError("AutoSweep searches the paper's score only; give a fixed lam for other methods")
+            return identify.autosweep(probs, self.rate, self.bar, *self.interval, self.eps, langs, self.widen)[1]
+        lam = 0.0 if self.lam == "auto" else self.lam
+        return identify.identify(probs, lam, self.rate, self.bar, langs, method=self.method)
+
+
+@dataclass(frozen=True)
+class Texts:
+    """What a model reads for identification, and which tokens count.
+
+    protocol: "questions" (the book's CPU protocol: a shared English instruction, then the question; only the
+    question counts) or "answers" (the paper's: the MathOctopus prompt, then the model's own greedy answer,
+    force-decoded; only the answer counts). sources: data slices (`lnlib.protocols.Source`), each counted and
+    cached apart and then added up. langs: languages, in the order of the probabilities' last axis.
+    group_size: keep counts per group of this many consecutive texts (for resampling over texts; 0: none).
+    """
+
+    protocol: str = "questions"
+    sources: tuple[Source, ...] = (Source("mgsm", range(150)), Source("msvamp", range(100)))
+    langs: tuple[str, ...] = LANGS
+    max_length: int = 512
+    batch_size: int = 8
+    group_size: int = 5
+    max_new_tokens: int = 256
+
+    def replace(self, **changes) -> Texts:
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> str:
+        """The texts in a few words, e.g. "questions of mgsm[0:150] + msvamp[0:100] after a shared English
+        instruction (question tokens counted)"."""
+        data = " + ".join(source.label for source in self.sources)
+        if self.protocol == "questions":
+            return f"questions of {data} after a shared English instruction (only the question tokens counted)"
+        return f"the model's own answers to {data} after the MathOctopus prompt (only the answer tokens counted)"
+
+
+@dataclass(frozen=True, eq=False)
+class NeuronStudy:
+    """One identification and everything it came from.
+
+    by_source: source label -> per-language counts of that source; counts: the per-language sum over sources;
+    probs: float32 [layers, neurons, K] in `langs` order; ident: the identification; settings, texts: how they
+    were made; provenance: the model and data they describe.
+    """
+
+    by_source: dict[str, dict[str, ActivationCounts]]
+    probs: torch.Tensor
+    ident: Identification
+    settings: Settings
+    texts: Texts | None
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, ActivationCounts]:
+        parts = list(self.by_source.values())
+        return {lang: sum((p[lang] for p in parts[1:]), parts[0][lang]) for lang in self.langs}
+
+    @property
+    def langs(self) -> tuple[str, ...]:
+        return self.ident.langs
+
+    @property
+    def lam(self) -> float:
+        return self.ident.lam
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The λ interval AutoSweep searched last (None for a fixed λ)."""
+        return self.ident.interval
+
+    def with_settings(self, **changes) -> NeuronStudy:
+        """The same probabilities identified with changed settings (e.g. lam=0.5, rate=0.1)."""
+        settings = self.settings.replace(**changes)
+        return dataclasses.replace(self, ident=settings.run(self.probs, self.langs), settings=settings)
+
+    def fixed(self) -> Settings:
+        """These settings with λ fixed at this study's λ (to identify another model at the same λ)."""
+        return self.settings.replace(lam=self.lam)
+
+    def source(self, label: str, settings: Settings | None = None) -> NeuronStudy:
+        """The study of one data source alone (e.g. "mgsm[0:150]"), with these or other settings."""
+        if label not in self.by_source:
+            raise ValueError(f"no source {label!r}; this study has {', '.join(self.by_source)}")
+        return from_counts({label: self.by_source[label]}, settings or self.settings, self.texts, self.provenance)
+
+    def resampled_probs(self, generator: torch.Generator) -> torch.Tensor:
+        """Probabilities from a bootstrap resample of the texts: in each language and source, the groups of texts
+        drawn with replacement (needs counts kept per group, `Texts.group_size`)."""
+        counts = {}
+        for lang in self.langs:
+            parts = []
+            for by_lang in self.by_source.values():
+                c = by_lang[lang]
+                parts.append(c.select(torch.randint(c.n_groups, (c.n_groups,), generator=generator)))
+            counts[lang] = sum(parts[1:], parts[0])
+        return stacked_probs(counts, self.langs)
+
+
+def from_counts(by_source: Mapping[str, Mapping[str, ActivationCounts]], settings: Settings = Settings(),
+                texts: Texts | None = None, provenance: dict | None = None) -> NeuronStudy:
+    """A study of counts already made (source label -> language -> counts; one source: {"data": counts})."""
+    by_source = {label: dict(by_lang) for label, by_lang in by_source.items()}
+    langs = tuple(texts.langs) if texts else tuple(next(iter(by_source.values())))
+    parts = list(by_source.values())
+    summed = {lang: sum((p[lang] for p in parts[1:]), parts[0][lang]) for lang in langs}
+    probs = stacked_probs(summed, langs)
+    return NeuronStudy(by_source, probs, settings.run(probs, langs), settings, texts, dict(provenance or {}))
+
+
+def from_released(dataset: str = "mgsm", settings: Settings = Settings(widen=None)) -> NeuronStudy:
+    """The paper's released Mistral-7B statistics, identified with `settings` (default: the paper's AutoSweep on
+    [0, 0.2], which recovers the released mask exactly). They are totals: there are no groups to resample."""
+    probs = load_released_probs(dataset)
+    return NeuronStudy({}, probs, settings.run(probs, LANGS), settings, None, released_provenance(dataset))
+
+
+def _answers(model: nn.Module, tokenizer, source: Source, lang: str, texts: Texts, prints) -> list:
+    """The paper's protocol for one source and language, with the generated answers cached (greedy decoding is
+    deterministic, and it is the slow part on a GPU)."""
+    key = f"{prints[0][:24]}-{source.dataset}-{source.items.start}-{source.items.stop}-{lang}-{texts.max_new_tokens}"
+    path = cache_dir() / "answers" / f"{key}.json"
+    if path.is_file():
+        return [tuple(pair) for pair in json.loads(path.read_text(encoding="utf-8"))]
+    pairs = answer_pairs(model, tokenizer, source.problems(lang), texts.max_new_tokens, texts.batch_size)
+    store.write_text(path, json.dumps(pairs, ensure_ascii=False))
+    return pairs
+
+
+def examples(model: nn.Module, tokenizer, source: Source, texts: Texts, prints=None) -> dict[str, list]:
+    """The (prompt, response) pairs of one source, per language, under `texts.protocol`."""
+    if texts.protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {texts.protocol!r}")
+    if texts.protocol == "questions":
+        return {lang: book_pairs(lang, source) for lang in texts.langs}
+    prints = prints or cache.fingerprints(model, tokenizer)
+    return {lang: _answers(model, tokenizer, source, lang, texts, prints) for lang in texts.langs}
+
+
+def language_neurons(model: nn.Module, tokenizer, texts: Texts = Texts(), settings: Settings = Settings(),
+                     use_cache: bool = True, progress: bool = True) -> NeuronStudy:
+    """Count activations over `texts` (one cached entry per source; use_cache=False counts afresh and caches
+    nothing), add the sources up and identify language neurons with `settings`."""
+    prints = cache.fingerprints(model, tokenizer) if use_cache or texts.protocol == "answers" else None
+    by_source = {}
+    for source in texts.sources:
+        pairs = examples(model, tokenizer, source, texts, prints)
+        groups = len(source.items) // texts.group_size if texts.group_size else 0
+        options = dict(max_length=texts.max_length, groups=groups, batch_size=texts.batch_size, progress=progress)
+        if use_cache:
+            by_source[source.label] = cache.cached_counts(model, tokenizer, pairs, prints=prints, **options)
+        else:
+            by_source[source.label] = count_by_language(model, tokenizer, pairs, **options)
+    provenance = {**models.provenance(model), "protocol": texts.protocol,
+                  "data": [source.label for source in texts.sources],
+                  "tokens": {lang: sum(c[lang].n_tokens for c in by_source.values()) for lang in texts.langs}}
+    return from_counts(by_source, settings, texts, provenance)

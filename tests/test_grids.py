@@ -1,0 +1,150 @@
+"""lnlib.grids: the perplexity grid under deactivation (equal to scoring each condition on its own), and the
+accuracy bookkeeping, on tiny models."""
+
+import math
+
+import pytest
+import torch
+from tiny_models import tiny_model, word_tokenizer
+
+from lnlib import evaluate, grids, hooks, intervene, models
+from lnlib.data import Problem
+
+TEXTS = {"en": ["w1 w2 w3 w4 w5 w6", "w9 w8 w7"], "de": ["w3 w3 w3 w1 w2", "w40 w41 w42 w43 w44"],
+         "fr": [("w5 w6", "w7 w8 w9 w10")]}
+
+
+def _sets(model):
+    width = models.n_neurons(model)
+    return {"en": [torch.arange(0, 10), torch.tensor([], dtype=torch.long)],
+            "de": [torch.arange(10, 14), torch.arange(20, 30)],
+            "fr": [torch.tensor([], dtype=torch.long), torch.arange(width - 5, width)]}
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3", "gemma3_text", "gpt2"])
+@pytest.mark.parametrize("rows_per_pass", [1, 3, 64])
+def test_ppl_grid_equals_scoring_each_condition_alone(family, rows_per_pass):
+    """The fast grid (baseline residuals replayed below a set's first layer, several conditions per pass) gives
+    the numbers of text_nll under deactivate, condition by condition."""
+    model, tok = tiny_model(family), word_tokenizer()
+    sets = _sets(model)
+    sets["empty"] = [torch.tensor([], dtype=torch.long)] * 2
+    grid = grids.ppl_grid(model, tok, TEXTS, sets, control=True, batch_size=2, rows_per_pass=rows_per_pass,
+                          progress=False)
+    for name, neurons in [("none", None), *sets.items()]:
+        for lang, texts in TEXTS.items():
+            if neurons is None:
+                expected = evaluate.text_nll(model, tok, texts, progress=False)
+            else:
+                with intervene.deactivate(model, neurons):
+                    expected = evaluate.text_nll(model, tok, texts, progress=False)
+            got = grid.nll[(name, lang)]
+            assert torch.equal(got.n_tokens, expected.n_tokens)
+            assert torch.allclose(got.nll_sum, expected.nll_sum, rtol=1e-5, atol=1e-6), (name, lang)
+    assert hooks.hook_count(model) == 0 and not hooks.is_edited(model)
+
+
+def test_ppl_grid_shape_baseline_and_changes():
+    model, tok = tiny_model("gemma3_text"), word_tokenizer()
+    grid = grids.ppl_grid(model, tok, TEXTS, _sets(model), control=True, seed=7, progress=False)
+    ppl = grid.ppl()
+    assert list(ppl.index) == ["none", "en", "de", "fr"] and list(ppl.columns) == ["en", "de", "fr"]
+    for lang, texts in TEXTS.items():  # the baseline row is text_nll without intervention, both aggregations
+        nll = evaluate.text_nll(model, tok, texts, progress=False)
+        assert ppl.loc["none", lang] == pytest.approx(nll.perplexity("official"))
+        assert grid.ppl("token").loc["none", lang] == pytest.approx(nll.perplexity("token"))
+    with intervene.deactivate(model, _sets(model)["de"]):
+        assert ppl.loc["de", "en"] == pytest.approx(evaluate.perplexity(model, tok, TEXTS["en"], progress=False))
+    change = grid.change()
+    assert list(change.index) == ["en", "de", "fr"]
+    assert (change.abs() > 1e-6).all().all()  # every set changes every language's perplexity
+    assert change.loc["de", "fr"] == pytest.approx(ppl.loc["de", "fr"] - ppl.loc["none", "fr"])
+    relative = grid.change(relative=True)
+    assert relative.loc["en", "de"] == pytest.approx(change.loc["en", "de"] / ppl.loc["none", "de"])
+    assert grid.diagonal().to_dict() == pytest.approx({lang: change.loc[lang, lang] for lang in TEXTS})
+    assert grid.sizes == {"en": 10, "de": 14, "fr": 5} and grid.seed == 7
+    control = grid.ppl(control=True)
+    assert list(control.index) == ["en", "de", "fr"] and not control.isna().any().any()
+    assert not control.equals(ppl.loc[["en", "de", "fr"]])
+    summary = grid.summary()
+    assert summary.loc["de", "diagonal"] == pytest.approx(change.loc["de", "de"])
+    assert summary.loc["de", "off-diagonal mean"] == pytest.approx(change.loc["de", ["en", "fr"]].mean())
+    median = grid.summary(statistic="median")
+    assert median.loc["en", "off-diagonal median"] == pytest.approx(change.loc["en", ["de", "fr"]].median())
+    with pytest.raises(ValueError, match="statistic"):
+        grid.summary(statistic="max")
+    assert hooks.hook_count(model) == 0
+
+
+def test_ppl_grid_control_is_seeded_and_diagonal_only_when_asked():
+    model, tok = tiny_model("llama"), word_tokenizer()
+    texts = {k: v for k, v in TEXTS.items() if k != "fr"}
+    sets = {k: v for k, v in _sets(model).items() if k != "fr"}
+    a = grids.ppl_grid(model, tok, texts, sets, control="diagonal", seed=1, progress=False)
+    b = grids.ppl_grid(model, tok, texts, sets, control="diagonal", seed=1, progress=False)
+    c = grids.ppl_grid(model, tok, texts, sets, control="diagonal", seed=2, progress=False)
+    assert set(a.nll) == {("none", "en"), ("none", "de"), ("en", "en"), ("en", "de"), ("de", "en"), ("de", "de"),
+                          ("random:en", "en"), ("random:de", "de")}
+    rand = a.ppl(control=True)
+    assert math.isnan(rand.loc["en", "de"]) and rand.loc["en", "en"] == b.ppl(control=True).loc["en", "en"]
+    assert rand.loc["de", "de"] != c.ppl(control=True).loc["de", "de"]
+    no_control = grids.ppl_grid(model, tok, texts, sets, progress=False)
+    assert no_control.seed is None and no_control.ppl(control=True).isna().all().all()
+
+
+def test_ppl_grid_refuses_bad_input():
+    model, tok = tiny_model("llama"), word_tokenizer()
+    with pytest.raises(ValueError, match="2 layers"):
+        grids.ppl_grid(model, tok, TEXTS, {"en": [torch.tensor([1])]}, progress=False)
+    with pytest.raises(ValueError, match="reserved"):
+        grids.ppl_grid(model, tok, TEXTS, {"none": _sets(model)["en"]}, progress=False)
+    with pytest.raises(ValueError, match="control must be"):
+        grids.ppl_grid(model, tok, TEXTS, _sets(model), control="some", progress=False)
+
+
+def _problems():
+    return {"en": [Problem("en", 0, "How many?", 18.0, "How many?"), Problem("en", 1, "And now?", 3.0, "And now?")],
+            "de": [Problem("de", 0, "Wie viele?", 18.0, "How many?"), Problem("de", 1, "Und jetzt?", 3.0, "And now?")]}
+
+
+ANSWERS = {"en": "She sells the remaining eggs at the market and makes {} dollars every day.",
+           "de": "Sie verkauft die übrigen Eier auf dem Markt und verdient jeden Tag {} Dollar."}
+
+
+def test_accuracy_grid_bookkeeping_with_a_stub_generator():
+    """A stub stands in for generation: right answers in the right language, except that with the German set
+    switched off German questions get English answers, and with the English set the second answer is wrong."""
+    model, tok = tiny_model("llama"), word_tokenizer()
+    sets = {"en": [torch.tensor([0]), torch.tensor([], dtype=torch.long)],
+            "de": [torch.tensor([], dtype=torch.long), torch.tensor([0])]}
+    acts = models.mlp_activations(model)
+
+    def stub(model_, tokenizer, prompts, **options):
+        de_off, en_off = bool(acts[1]._forward_hooks), bool(acts[0]._forward_hooks)
+        out = []
+        for i, prompt in enumerate(prompts):
+            lang = "de" if "German" in prompt else "en"
+            answer = [18, 3][i] + (1 if en_off and i == 1 else 0)
+            out.append(ANSWERS["en" if de_off else lang].format(answer))
+        return out
+
+    grid = grids.accuracy_grid(model, tok, _problems(), sets, generate=stub, progress=False)
+    acc = grid.accuracy()
+    assert list(acc.index) == ["none", "en", "de"] and list(acc.columns) == ["en", "de"]
+    assert acc.loc["none"].tolist() == [1.0, 1.0]
+    assert acc.loc["en"].tolist() == [0.5, 0.5]
+    assert acc.loc["de"].tolist() == [1.0, 0.0]  # right numbers, wrong language
+    assert grid.accuracy(require_language=False).loc["de"].tolist() == [1.0, 1.0]
+    assert grid.change().loc["de", "de"] == -1.0 and grid.change().loc["en", "en"] == -0.5
+    assert grid.outputs[("de", "de")][0] == ANSWERS["en"].format(18)
+    assert grid.correct[("en", "en")].tolist() == [True, False]
+
+
+def test_accuracy_grid_runs_generation_on_a_tiny_model():
+    model, tok = tiny_model("gemma3_text"), word_tokenizer()
+    model.generation_config.eos_token_id = None
+    sets = {"de": [torch.arange(5), torch.arange(5)]}
+    grid = grids.accuracy_grid(model, tok, _problems(), sets, max_new_tokens=4, batch_size=2, progress=False)
+    assert grid.accuracy().shape == (2, 2) and ((grid.accuracy() >= 0) & (grid.accuracy() <= 1)).all().all()
+    assert all(len(texts) == 2 for texts in grid.outputs.values())
+    assert hooks.hook_count(model) == 0

@@ -1,0 +1,87 @@
+"""lnlib.pipeline: one identification pipeline, per-source cached counts, derived studies, and the paper's
+protocol (generated answers, force-decoded) on two tiny checkpoints."""
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore::lnlib.identify.IntervalWarning")  # random tiny models
+import torch
+from tiny_models import tiny_model, word_tokenizer
+
+from lnlib import compare, data, models, pipeline, protocols
+from lnlib.data import Problem
+
+
+@pytest.fixture
+def word_data(monkeypatch, tmp_path):
+    """A registered dataset of word-tokenizer "problems" in the paper's ten languages, and an empty cache."""
+    monkeypatch.setenv("LNLIB_CACHE_DIR", str(tmp_path / "cache"))
+
+    def load(lang):
+        k = data.LANGS.index(lang)
+        return [Problem(lang, i, " ".join(f"w{10 * k + (i + j) % 10}" for j in range(6)), 1.0, "w1")
+                for i in range(12)]
+
+    monkeypatch.setitem(data.DATASETS, "words", data.Dataset("words", data.LANGS, 12, load, "none"))
+    monkeypatch.setattr(protocols, "INSTRUCTION", "w99 w98")
+    return pipeline.Texts(sources=(protocols.Source("words", range(0, 8)), protocols.Source("words", range(8, 12))),
+                          group_size=2, batch_size=4)
+
+
+def test_a_study_sums_its_sources_and_derives_others(word_data, monkeypatch):
+    model, tok = tiny_model("llama"), word_tokenizer()
+    monkeypatch.setattr(protocols, "book_pairs", lambda lang, source, instruction=None: protocols.prompt_pairs(
+        [p.question for p in source.problems(lang)], "w99 w98"))
+    study = pipeline.language_neurons(model, tok, word_data, pipeline.Settings(rate=0.05), progress=False)
+    assert list(study.by_source) == ["words[0:8]", "words[8:12]"]
+    assert study.counts["de"].n_tokens == 12 * 6 and study.probs.shape == (2, 48, 10)
+    assert study.ident.interval is not None and study.settings.rate == 0.05
+    assert study.provenance["protocol"] == "questions" and study.provenance["layers"] == 2
+    one = study.source("words[0:8]")
+    assert one.counts["de"].n_tokens == 8 * 6
+    fixed = study.with_settings(lam=study.lam)
+    assert torch.equal(fixed.ident.selected, study.ident.selected) and fixed.interval is None
+    resampled = study.resampled_probs(torch.Generator().manual_seed(0))
+    assert resampled.shape == study.probs.shape and not torch.equal(resampled, study.probs)
+
+    def must_not_count(*args, **kwargs):
+        raise AssertionError("the second study must read the cache")
+
+    monkeypatch.setattr(pipeline.cache, "count_activations", must_not_count)
+    again = pipeline.language_neurons(model, tok, word_data, pipeline.Settings(rate=0.05), progress=False)
+    assert torch.equal(again.probs, study.probs)
+
+
+def test_the_paper_protocol_on_two_tiny_checkpoints(word_data, tmp_path):
+    """Load a base and an "aligned" model from folders, generate each model's answers after the MathOctopus
+    prompt (cached), force-decode them, identify both, hold λ fixed, compare."""
+    tok = word_tokenizer()
+    folders = {}
+    for name, shift in (("base", 0.0), ("aligned", 0.5)):
+        model = tiny_model("mistral", seed=1)
+        with torch.no_grad():
+            models.mlps(model)[1].gate_proj.weight.add_(shift)
+        folders[name] = tmp_path / name
+        model.save_pretrained(folders[name])
+        tok.save_pretrained(folders[name])
+    texts = word_data.replace(protocol="answers", max_new_tokens=4)
+    found = {}
+    for name, folder in folders.items():
+        model, tokenizer = models.load_model(folder, device="cpu")
+        model.generation_config.eos_token_id = None
+        model.generation_config.suppress_tokens = [0, 1, 2, 3, *range(104, 128)]  # random model: answer in words
+        found[name] = pipeline.language_neurons(model, tokenizer, texts, pipeline.Settings(rate=0.05), progress=False)
+    base, aligned = found["base"], found["aligned"]
+    assert (tmp_path / "cache" / "answers").is_dir()
+    pairs = pipeline.examples(model, tokenizer, texts.sources[0], texts)["de"]
+    assert pairs[0][0] == protocols.mathoctopus_prompt(texts.sources[0].problems("de")[0])
+    assert not torch.equal(base.probs, aligned.probs)  # layer 1's gates moved
+    assert compare.layer_change(base.ident, aligned.ident).shape == (2, 3)
+    fixed = pipeline.from_counts(aligned.by_source, base.fixed(), texts)
+    assert fixed.lam == base.lam
+    assert list(compare.overlap_table(base.ident, fixed.ident).index) == ["specific", "related", "general"]
+
+
+def test_released_statistics_recover_the_paper_lambda(data_dir):
+    study = pipeline.from_released()
+    assert study.lam == data.RELEASED_LAMBDA and study.interval == (0.0, 0.2)
+    assert study.provenance["revision"] == data.RELEASED_REVISION
