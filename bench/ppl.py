@@ -1,143 +1,118 @@
-"""Benchmark: the 11 x 10 perplexity grid of `lnlib.evaluate.ppl_grid` against the naive way, on the same texts.
+"""Benchmark: the perplexity grid of `lnlib.grids.ppl_grid` against scoring each condition on its own, in one run.
 
-The texts are the evaluation texts of the chapter "Switching neurons off": MGSM questions 200-209 in each of the
-10 languages, scored with the default model (Gemma 3 270M, vocabulary 262,144). The neuron sets are that
-chapter's second setting (specific + related) when chapter 2 has saved its identification in the lnlib cache;
-otherwise random sets of 20 neurons per layer (the cost does not depend on which neurons are switched off).
+Both compute chapter 3's second grid: the held-out MGSM questions 200–205 in the 10 languages, the row "none", each
+language's specific and related neurons switched off (chapter 2's identification, read from the cache or counted),
+and one random control per row evaluated on the row's own language; default model (Gemma 3 270M).
 
-- lnlib: `ppl_grid` (row "none" once, then 10 rows with a language's neurons off; one `text_nll` call per row,
-  output layer applied to 256 positions at a time).
-- naive: one `model(input_ids, attention_mask, labels=...)` call per batch per row and language, which builds
-  the [batch, tokens, vocabulary] logits. It runs in a child process, so that its peak memory is its own; by
-  default only 3 of the 11 rows run and its time is extrapolated to 11 (printed as such).
+- per condition (the grid before this release): for each condition, one `text_nll` call over all its languages'
+  texts inside `intervene.deactivate`.
+- lnlib: `ppl_grid`, which runs the baseline once per batch, lets each condition start from the baseline's
+  residual stream at its first changed layer, and runs several conditions per forward pass.
 
-Both report token-weighted perplexities of the rows they share, which must agree. Peak memory is the maximum
-resident set size of each process (VmHWM; the model itself is about 1.1 GB in float32).
+Each runs in its own child process, so that its peak memory (VmHWM) is its own. The run prints both times and
+their ratio (target: lnlib at least 1.5 times faster), the largest relative difference between their perplexities
+(target: at most 1e-5) and both peak memories (target: lnlib no higher).
 
-Run: LNLIB_DATA_DIR=../shared/data .venv/bin/python bench/ppl.py [--naive-rows 3] [--batch-size 8]
+Run: LNLIB_DATA_DIR=../shared/data .venv/bin/python bench/ppl.py [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
 
 import torch
 
-from lnlib import data, evaluate, intervene, models
-from lnlib.config import cache_dir
+from lnlib import data, evaluate, grids, intervene, models, pipeline, profiles
 
-TARGET_SECONDS, TARGET_MB = 300, 4096
-EVAL_ITEMS = range(200, 210)
+EVAL_ITEMS = range(200, 206)
+TARGET_SPEEDUP, TARGET_RELATIVE = 1.5, 1e-5
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size: VmHWM on Linux (reset by exec, so a child started after the
-    model was loaded here does not inherit this process's peak, as ru_maxrss would), else ru_maxrss."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
-def texts_by_lang() -> dict[str, list[str]]:
-    return {lang: [data.load_mgsm(lang)[i].question for i in EVAL_ITEMS] for lang in data.LANGS}
-
-
-def neuron_sets(model) -> tuple[dict, str]:
-    path = cache_dir() / "identifications" / "gemma-3-270m-questions-mgsm150-msvamp100.safetensors"
-    shape = (models.n_layers(model), models.n_neurons(model))
-    if path.is_file():
-        from lnlib import identify
-
-        ident, _ = identify.load(path, expect_langs=data.LANGS, expect_shape=shape)
-        return intervene.deactivation_sets(ident, "specific+related"), f"chapter 2's identification ({path.name})"
-    generator = torch.Generator().manual_seed(0)
-    sets = {lang: [torch.randperm(shape[1], generator=generator)[:20] for _ in range(shape[0])]
-            for lang in data.LANGS}
-    return sets, "random sets of 20 neurons per layer (no saved identification found)"
-
-
-@torch.inference_mode()
-def naive(rows: int, batch_size: int) -> None:
-    """Child process: the naive grid on the first `rows` rows; prints JSON."""
+def setup():
     model, tokenizer = models.load_model()
-    tokenizer.padding_side = "right"  # Gemma's tokenizer pads on the left; positions must start at 0
-    sets, _ = neuron_sets(model)
-    texts = texts_by_lang()
-    conditions = [("none", None)] + list(sets.items())[: rows - 1]
-    loaded_mb = peak_rss_mb()
-    start = time.perf_counter()
-    ppl = {}
-    for name, neurons in conditions:
-        for lang, items in texts.items():
-            total, count = 0.0, 0
-            for first in range(0, len(items), batch_size):
-                batch = tokenizer(items[first:first + batch_size], return_tensors="pt", padding=True)
-                labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
-                with intervene.deactivate(model, neurons) if neurons is not None else contextlib.nullcontext():
-                    loss = model(**batch, labels=labels).loss
-                n = int((labels[:, 1:] != -100).sum())
-                total, count = total + float(loss) * n, count + n
-            ppl[f"{name}/{lang}"] = float(torch.exp(torch.tensor(total / count)))
-    seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "rows": len(conditions), "ppl": ppl, "loaded_mb": loaded_mb,
-                      "peak_mb": peak_rss_mb()}))
+    study = pipeline.language_neurons(model, tokenizer, profiles.get_profile("cpu").texts(), pipeline.Settings(),
+                                      progress=False)
+    sets = intervene.deactivation_sets(study.ident, "specific+related")
+    texts = {lang: [p.question for p in data.problems("mgsm", lang, EVAL_ITEMS)] for lang in data.LANGS}
+    return model, tokenizer, sets, texts
+
+
+def per_condition(model, tokenizer, sets, texts) -> dict:
+    """The grid as it was computed before: every condition scored on its own."""
+    width = models.n_neurons(model)
+    conditions = [("none", None, list(texts))] + [(k, v, list(texts)) for k, v in sets.items()]
+    conditions += [(f"random:{k}#0", intervene.random_like(v, width, seed=row), [k])
+                   for row, (k, v) in enumerate(sets.items())]
+    out = {}
+    for name, neurons, langs in conditions:
+        flat = [t for lang in langs for t in texts[lang]]
+        if neurons is None:
+            result = evaluate.text_nll(model, tokenizer, flat, progress=False)
+        else:
+            with intervene.deactivate(model, neurons):
+                result = evaluate.text_nll(model, tokenizer, flat, progress=False)
+        first = 0
+        for lang in langs:
+            part = evaluate.TextNLL(result.nll_sum[first:first + len(texts[lang])],
+                                    result.n_tokens[first:first + len(texts[lang])])
+            out[f"{name}|{lang}"] = part.perplexity()
+            first += len(texts[lang])
+    return out
+
+
+def lnlib_grid(model, tokenizer, sets, texts) -> dict:
+    grid = grids.ppl_grid(model, tokenizer, texts, sets, control="diagonal", seed=0, progress=False)
+    return {f"{c}|{lang}": value.perplexity() for (c, lang), value in grid.nll.items()}
+
+
+def child(kind: str, rounds: int) -> None:
+    model, tokenizer, sets, texts = setup()
+    run = per_condition if kind == "per condition" else lnlib_grid
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        values = run(model, tokenizer, sets, texts)
+        times.append(time.perf_counter() - start)
+    print(json.dumps({"seconds": min(times), "ppl": values, "peak_mb": peak_rss_mb(),
+                      "tokens": sum(len(tokenizer(t).input_ids) for ts in texts.values() for t in ts)}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--naive-rows", type=int, default=3, help="rows of the naive grid to run (1-11)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--naive-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=2, help="runs per variant; the fastest counts")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.naive_child:
-        naive(args.naive_rows, args.batch_size)
-        return
-
-    model, tokenizer = models.load_model()
-    loaded_mb = peak_rss_mb()
-    sets, source = neuron_sets(model)
-    texts = texts_by_lang()
-    n_tokens = sum(len(tokenizer(t).input_ids) for items in texts.values() for t in items)
-    start = time.perf_counter()
-    grid = evaluate.ppl_grid(model, tokenizer, texts, sets, batch_size=args.batch_size, progress=False)
-    grid_s = time.perf_counter() - start
-    grid_mb = peak_rss_mb()
-    del model
-
-    child = subprocess.run([sys.executable, __file__, "--naive-child", "--naive-rows", str(args.naive_rows),
-                            "--batch-size", str(args.batch_size)], capture_output=True, text=True, check=True)
-    result = json.loads(child.stdout.strip().splitlines()[-1])
-    naive_mb = result["peak_mb"]
-    rows = 1 + len(sets)
-    naive_full_s = result["seconds"] * rows / result["rows"]
-    token_ppl = grid.ppl("token")
-    gaps = [abs(value / token_ppl.loc[tuple(key.split("/"))] - 1) for key, value in result["ppl"].items()]
-
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"texts: MGSM questions {EVAL_ITEMS.start}-{EVAL_ITEMS.stop - 1} x {len(texts)} languages, "
-          f"{n_tokens:,} tokens per row; neuron sets: {source}")
-    print(f"lnlib ppl_grid, {rows} x {len(texts)} cells: {grid_s:.1f} s ({n_tokens * rows / grid_s:.0f} tokens/s) "
-          f"(target < {TARGET_SECONDS} s: {'met' if grid_s < TARGET_SECONDS else 'MISSED'})")
-    print(f"naive, {result['rows']} of {rows} rows run: {result['seconds']:.1f} s -> {naive_full_s:.1f} s "
-          f"extrapolated to {rows} rows")
-    print(f"time ratio naive / lnlib (same {rows} rows): {naive_full_s / grid_s:.2f}")
-    print(f"peak memory (max RSS): lnlib process {grid_mb:.0f} MB ({loaded_mb:.0f} MB after loading the model; "
-          f"target < {TARGET_MB} MB: {'met' if grid_mb < TARGET_MB else 'MISSED'}); naive process {naive_mb:.0f} MB "
-          f"({result['loaded_mb']:.0f} MB after loading)")
-    print(f"token-weighted perplexities of the shared rows agree: largest relative gap {max(gaps):.1e}")
+    if args.child:
+        return child(args.child, args.rounds)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    results = {}
+    for kind in ("per condition", "lnlib"):
+        done = subprocess.run([sys.executable, __file__, "--child", kind, "--rounds", str(args.rounds)],
+                              capture_output=True, text=True, check=True)
+        results[kind] = json.loads(done.stdout.strip().splitlines()[-1])
+    old, new = results["per condition"], results["lnlib"]
+    relative = max(abs(new["ppl"][k] - v) / v for k, v in old["ppl"].items())
+    speedup = old["seconds"] / new["seconds"]
+    print(f"grid: {len(old['ppl'])} (condition, language) cells over {new['tokens']:,} held-out tokens")
+    for kind, r in results.items():
+        print(f"{kind:>14}: {r['seconds']:7.1f} s, peak memory {r['peak_mb']:,.0f} MB")
+    print(f"speed-up {speedup:.2f} (target >= {TARGET_SPEEDUP}); largest relative perplexity difference "
+          f"{relative:.1e} (target <= {TARGET_RELATIVE:g}); peak memory lnlib / per condition "
+          f"{new['peak_mb'] / old['peak_mb']:.2f} (target <= 1)")
+    if speedup < TARGET_SPEEDUP or relative > TARGET_RELATIVE or new["peak_mb"] > old["peak_mb"]:
+        raise SystemExit("a target was missed")
 
 
 if __name__ == "__main__":

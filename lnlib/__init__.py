@@ -6,5 +6,5 @@ Modules follow the data's path: data -> models -> capture -> identify -> interve
 
 from lnlib.config import cache_dir, fast_mode, offline
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["__version__", "cache_dir", "fast_mode", "offline"]

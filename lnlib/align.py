@@ -16,11 +16,13 @@ language neurons before and after is in `lnlib.compare`.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,8 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lnlib import models, store, work
-from lnlib.batching import batches, check_examples, check_size, encode_example
-from lnlib.config import progress_bar
+from lnlib.batching import batches, check_encoded, check_examples, check_size, encode_example, warn_skipped
+from lnlib.cache import model_fingerprint
+from lnlib.config import cache_dir, progress_bar
 from lnlib.evaluate import target_logprobs
 
 
@@ -172,7 +175,8 @@ class AlignConfig:
 @dataclass(frozen=True)
 class AlignRun:
     """What a run did: loss per step, checkpoints as (step, file), training tokens (prompt + response, forward
-    and backward), seconds, and the float16 loss scale's skipped steps (0 otherwise)."""
+    and backward), seconds, the float16 loss scale's skipped steps (0 otherwise), and the file of the final
+    parameters when the run was cached (`aligned`)."""
 
     config: AlignConfig
     losses: list[float]
@@ -180,6 +184,7 @@ class AlignRun:
     tokens: int
     seconds: float
     skipped: int = 0
+    final: Path | None = None
 
     @property
     def tokens_per_second(self) -> float:
@@ -244,7 +249,10 @@ def align(model: nn.Module, tokenizer, examples: Sequence, config: AlignConfig =
         raise ValueError(f"method must be 'question' or 'dpo', got {config.method!r}")
     if config.method == "question":
         examples = check_examples(examples, "examples")
-    elif not examples:
+    elif isinstance(examples, PreferencePair) or not hasattr(examples, "__iter__"):
+        raise ValueError(f"examples must be a list of PreferencePair, not {type(examples).__name__}: wrap a single "
+                         "one in a list")
+    elif not (examples := list(examples)):
         raise ValueError("no training examples")
     want = PreferencePair if config.method == "dpo" else tuple
     if not all(isinstance(ex, want) for ex in examples):
@@ -252,8 +260,19 @@ def align(model: nn.Module, tokenizer, examples: Sequence, config: AlignConfig =
                          f"{'preference_pairs' if config.method == 'dpo' else 'lnlib.protocols.alignment_pairs'}")
     for name in ("steps", "batch_size", "max_length"):
         check_size(name, getattr(config, name))
-    if not (isinstance(config.lr, int | float) and math.isfinite(config.lr) and config.lr > 0):
+    check_size("checkpoint_every", config.checkpoint_every, least=0)
+    if isinstance(config.lr, bool) or not (isinstance(config.lr, int | float) and math.isfinite(config.lr)
+                                           and config.lr > 0):
         raise ValueError(f"lr must be a positive number, got {config.lr!r}")
+    if config.method == "question":  # a pair with no response token to predict would make a batch's loss NaN
+        encoded = check_encoded(model, [encode_example(tokenizer, ex, config.max_length) for ex in examples],
+                                "examples")
+        keep = [len(ids) > max(start, 1) for ids, start in encoded]
+        warn_skipped(keep.count(False), len(examples), "train on")
+        examples = [ex for ex, kept in zip(examples, keep, strict=True) if kept]
+        if not examples:
+            raise ValueError("no example has a response token to train on (empty responses, or responses cut off "
+                             f"by max_length = {config.max_length}); check the examples or raise max_length")
     if config.checkpoint_every and checkpoint_dir is None:
         raise ValueError("checkpoint_every is set but no checkpoint_dir was given")
     torch.manual_seed(config.seed)
@@ -313,7 +332,32 @@ def align(model: nn.Module, tokenizer, examples: Sequence, config: AlignConfig =
     return AlignRun(config, losses, checkpoints, tokens, time.perf_counter() - start, skipped)
 
 
-def config_record(**settings) -> dict:
-    """A JSON-safe record of run settings (dataclasses and tuples allowed)."""
-    return json.loads(json.dumps({k: asdict(v) if hasattr(v, "__dataclass_fields__") else v
-                                  for k, v in settings.items()}))
+def aligned(model: nn.Module, tokenizer, examples: Sequence, config: AlignConfig = AlignConfig(),
+            record: dict | None = None, progress: bool = True) -> AlignRun:
+    """`align` with the result cached: the trained parameters, checkpoints and the run's record are kept under
+    `<cache>/aligned/<key>/`, with a key that covers the base model's weights, the examples and the settings.
+    When they are there, the final parameters are applied to `model` and the stored run is returned, so a later
+    chapter (or a second run) trains nothing; a damaged entry is trained again."""
+    if isinstance(examples, PreferencePair):
+        raise ValueError("examples must be a list of PreferencePair, not a single one: wrap it in a list")
+    examples = examples if isinstance(examples, str | Mapping) else list(examples)  # `align` refuses wrong ones
+    key_record = {"model": model_fingerprint(model), "config": asdict(config),
+                  "examples": [list(ex) if isinstance(ex, tuple) else asdict(ex) if isinstance(ex, PreferencePair)
+                               else repr(ex) for ex in examples]}
+    key = hashlib.sha256(json.dumps(key_record, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:24]
+    folder = cache_dir() / "aligned" / key
+    final = folder / "final.safetensors"
+    try:
+        stored = read_aligned_record(final)["config"]["run"]
+        apply_aligned(model, final)
+        return AlignRun(config, stored["losses"], [(step, folder / f"step-{step}.safetensors") for step in
+                                                   stored["checkpoint_steps"]], stored["tokens"], stored["seconds"],
+                        stored["skipped"], final)
+    except store.StoreError:
+        pass
+    run = align(model, tokenizer, examples, config, checkpoint_dir=folder, record=record, progress=progress,
+                overwrite=True)
+    summary = {"losses": run.losses, "checkpoint_steps": [step for step, _ in run.checkpoints], "tokens": run.tokens,
+               "seconds": run.seconds, "skipped": run.skipped}
+    save_aligned(model, final, {**(record or {}), "step": config.steps, "run": summary}, config.train, overwrite=True)
+    return dataclasses.replace(run, final=final)

@@ -9,7 +9,7 @@ length so that padding is small, and padding is never a target.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +27,10 @@ def check_examples(examples, what: str = "examples") -> list[Example]:
     if isinstance(examples, str | tuple):
         raise ValueError(f"{what} must be a list of texts or of (prompt, response) pairs, not a single one: "
                          f"wrap it in a list, [{what[:-1] if what.endswith('s') else what}]")
+    if isinstance(examples, Mapping):
+        raise ValueError(f"{what} must be a list of texts or (prompt, response) pairs, not a mapping of "
+                         f"{len(examples)} entries (language -> examples?): pass one language's list, or use "
+                         "count_by_language / cached_counts / ppl_grid for several languages")
     if examples is None or not hasattr(examples, "__iter__"):
         raise ValueError(f"{what} must be a list of texts or (prompt, response) pairs, got {type(examples).__name__}")
     examples = list(examples)
@@ -46,6 +50,22 @@ def check_size(name: str, value, least: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ValueError(f"{name} must be a whole number of at least {least}, got {value!r}")
     return value
+
+
+def check_encoded(model, encoded: list[tuple[list[int], int]], what: str = "texts",
+                  need_tokens: bool = False) -> list[tuple[list[int], int]]:
+    """`encoded` (`encode_all`'s result), or a clear error for a token id the model's input embedding lacks (a
+    tokenizer of another model) and, with need_tokens, for an entry with no token at all (an empty text)."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    top = max((max(ids) for ids, _ in encoded if ids), default=-1)
+    if top >= rows:
+        raise ValueError(f"the tokenizer gives token id {top} but the model's input embedding has {rows} rows: "
+                         "this tokenizer does not belong to this model; load both from the same name or folder")
+    empty = [i for i, (ids, _) in enumerate(encoded) if not ids] if need_tokens else []
+    if empty:
+        raise ValueError(f"{what}[{empty[0]}] has no token ({len(empty)} of {len(encoded)} {what} are empty, and "
+                         "the tokenizer adds no BOS token); drop the empty ones")
+    return encoded
 
 
 def encode_example(tokenizer, example: Example, max_length: int) -> tuple[list[int], int]:

@@ -32,7 +32,7 @@ def _update_with_tensor(digest, name: str, tensor: torch.Tensor) -> None:
     tensor = tensor.detach()
     digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
     if tensor.numel() and tensor.device.type != "meta":
-        digest.update(tensor.contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -63,6 +63,8 @@ def counts_key(model: nn.Module, tokenizer, examples_by_lang: Mapping[str, Seque
                groups: int = 0, prints: tuple[str, str] | None = None) -> str:
     """The cache key of `cached_counts`: model and tokenizer contents (`prints`: their `fingerprints`, when the
     caller already has them), examples, settings and format version."""
+    if not isinstance(examples_by_lang, Mapping) or not examples_by_lang:
+        raise ValueError("examples_by_lang must map each language code to its examples, e.g. {'en': [...]}")
     model_print, tokenizer_print = prints or fingerprints(model, tokenizer)
     record = {"format": store.FORMATS["counts"], "model": model_print,
               "tokenizer": tokenizer_print, "max_length": max_length, "groups": groups,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lnlib import hooks, models, work
-from lnlib.batching import batches, check_examples, check_size, encode_all, warn_skipped
+from lnlib.batching import batches, check_encoded, check_examples, check_size, encode_all, warn_skipped
 from lnlib.config import progress_bar
 from lnlib.counts import ActivationCounts
 
@@ -91,7 +91,7 @@ def count_activations(model: nn.Module, tokenizer, examples: Sequence, batch_siz
     if groups:
         check_size("groups", groups)
         groups = min(groups, len(examples))
-    encoded = encode_all(tokenizer, examples, max_length)
+    encoded = check_encoded(model, encode_all(tokenizer, examples, max_length), "examples")
     empty = sum(len(ids) <= start for ids, start in encoded)
     warn_skipped(empty, len(examples), "count")
     if empty == len(examples):

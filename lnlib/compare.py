@@ -10,14 +10,15 @@ import pandas as pd
 from lnlib.identify import Identification
 
 
-def overlap_ratio(a: Identification, b: Identification, kind: str = "specific", unit: str = "triple") -> float:
+def overlap_ratio(a: Identification, b: Identification, kind: str = "specific", unit: str = "triple",
+                  lang: str | None = None) -> float:
     """``|A ∩ B| / |A|`` with A the neurons of reference `a` (the paper's Table 4 takes the base model on MGSM
     as reference; it does not give the formula).
 
     unit="triple": a neuron counts once per language it is assigned to, and only matches the same neuron
     assigned to the same language in `b` (the stricter reading). unit="neuron": distinct (layer, neuron)
-    pairs, whatever their languages. "general" neurons have no language, so they always use pairs.
-    Returns NaN when A is empty.
+    pairs, whatever their languages. "general" neurons have no language, so they always use pairs. lang: only the
+    neurons assigned to that language. Returns NaN when A is empty.
     """
     if unit not in ("triple", "neuron"):
         raise ValueError(f"unit must be 'triple' or 'neuron', got {unit!r}")
@@ -25,9 +26,11 @@ def overlap_ratio(a: Identification, b: Identification, kind: str = "specific", 
         raise ValueError(f"identifications have different shapes {a.shape} and {b.shape}")
 
     def keys(ident: Identification) -> set[tuple[int, ...]]:
-        if unit == "neuron" or kind == "general":
+        if kind == "general":
             return {tuple(p) for p in ident.neurons(kind).tolist()}
-        return {(lang, *p) for lang in a.langs if lang in ident.langs for p in ident.neurons(kind, lang).tolist()}
+        langs = [lang] if lang is not None else [k for k in a.langs if k in ident.langs]
+        pairs = {(k, *p) for k in langs for p in ident.neurons(kind, k).tolist()}
+        return {p[1:] for p in pairs} if unit == "neuron" else pairs
 
     ref, other = keys(a), keys(b)
     return len(ref & other) / len(ref) if ref else float("nan")
@@ -82,3 +85,32 @@ def lang_change(base: Identification, other: Identification, trained: Sequence[s
     means = pd.DataFrame({"trained": diff.loc[list(trained), ["specific", "related"]].mean(),
                           "untrained": diff.loc[untrained, ["specific", "related"]].mean()}).T
     return diff, means
+
+
+def totals(ident: Identification) -> dict[str, int]:
+    """Specific and related (neuron, language) pairs, and general neurons: the paper's three classes, counted."""
+    counts = ident.lang_counts()
+    return {"specific": int(counts["specific"].sum()), "related": int(counts["related"].sum()),
+            "general": ident.n_general}
+
+
+def totals_change(base: Identification, other: Identification) -> dict[str, int]:
+    """`totals` of `other` minus those of `base`."""
+    _check_pair(base, other)
+    a, b = totals(base), totals(other)
+    return {kind: b[kind] - a[kind] for kind in a}
+
+
+def stage_sums(change: pd.DataFrame, labels) -> pd.DataFrame:
+    """A per-layer change table (`layer_change`) summed over the layers of each stage (labels: one stage per layer,
+    0 = none), one row per stage found."""
+    frame = change.copy()
+    frame["stage"] = list(labels)
+    return frame[frame["stage"] > 0].groupby("stage").sum()
+
+
+def sign_checks(sums: pd.DataFrame, signs: dict) -> dict[tuple[int, str], bool]:
+    """For each (stage, type) the paper gives a direction for (`lnlib.paper.FIG4_SIGNS`), whether the stage's sum
+    moves that way (stages the sums lack are left out)."""
+    return {(stage, kind): bool(sums.loc[stage, kind] * sign > 0)
+            for stage, kinds in signs.items() if stage in sums.index for kind, sign in kinds.items()}

@@ -70,6 +70,15 @@ class ActivationCounts:
             torch.cat([self.groups, other.groups.to(self.groups.device)]) if both else None,
             torch.cat([self.group_tokens, other.group_tokens.to(self.group_tokens.device)]) if both else None)
 
+    def head(self, k: int) -> ActivationCounts:
+        """The counts of the first `k` groups, keeping them (the first texts of the examples, exactly)."""
+        if self.groups is None or not 0 < k <= self.n_groups:
+            raise ValueError(f"need 1 to {self.n_groups} kept groups, got {k}")
+        groups, tokens = self.groups[:k], self.group_tokens[:k]
+        per_group = self.n_examples // self.n_groups
+        return ActivationCounts(groups.sum(0, dtype=torch.int64), int(tokens.sum()), per_group * k, 0, groups.clone(),
+                                tokens.clone())
+
     def select(self, groups: torch.Tensor) -> ActivationCounts:
         """The counts of the chosen groups (int64 indices, repeats allowed: a bootstrap resample)."""
         if self.groups is None:
@@ -160,6 +169,12 @@ def save_counts(counts: Mapping[str, ActivationCounts], path, provenance: dict |
     """Write per-language counts (one int64 tensor per language, and its groups when kept) atomically; the header
     records the token, example and empty-example totals and `provenance` (model, data, protocol: what you
     know; nothing is filled in for you)."""
+    if not isinstance(counts, Mapping) or not counts or not all(isinstance(c, ActivationCounts)
+                                                                for c in counts.values()):
+        raise ValueError("counts must map each language code to its ActivationCounts (what count_by_language "
+                         f"returns), got {type(counts).__name__}")
+    if provenance is not None and not isinstance(provenance, dict):
+        raise ValueError(f"provenance must be a dict of JSON values, got {type(provenance).__name__}")
     tensors = {}
     for lang, c in counts.items():
         tensors[lang] = c.over_zero

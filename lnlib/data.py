@@ -11,6 +11,8 @@ import ast
 import csv
 import hashlib
 import json
+import numbers
+import operator
 import os
 import urllib.error
 import urllib.request
@@ -215,8 +217,8 @@ def _number(text: str) -> float:
 
 
 def _subset(items: list, n: int | None) -> list:
-    if n is not None and n < 0:
-        raise ValueError(f"n must be >= 0 or None, got {n}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0):
+        raise ValueError(f"n must be a whole number >= 0 or None, got {n!r}")
     return items if n is None else items[:n]
 
 
@@ -304,9 +306,14 @@ def problems(name: str, lang: str, items: range | None = None) -> list[Problem]:
     every = source.load(lang)
     if items is None:
         return every
-    if len(items) and (min(items) < 0 or max(items) >= len(every)):
+    try:
+        index = [operator.index(i) for i in items]
+    except TypeError as exc:
+        raise ValueError(f"items must be a range or list of whole-number problem indices, e.g. range(10), "
+                         f"got {items!r:.60}") from exc
+    if len(index) and (min(index) < 0 or max(index) >= len(every)):
         raise ValueError(f"{name} has {len(every)} problems per language; items {items} reach beyond them")
-    return [every[i] for i in items]
+    return [every[i] for i in index]
 
 
 # ----------------------------------------------------------------------------------------------

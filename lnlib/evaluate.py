@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lnlib import models, work
-from lnlib.batching import Batch, SkippedWarning, batches, check_examples, check_size, encode_all
+from lnlib import models, stats, work
+from lnlib.batching import Batch, SkippedWarning, batches, check_encoded, check_examples, check_size, encode_all
 from lnlib.config import progress_bar
 from lnlib.data import Problem
 from lnlib.protocols import alignment_pairs
@@ -120,7 +120,7 @@ def text_nll(model: nn.Module, tokenizer, texts: Sequence, batch_size: int = 8, 
     head = logit_head(model)
     nll_sum = torch.zeros(len(texts), dtype=torch.float64)
     n_tok = torch.zeros(len(texts), dtype=torch.int64)
-    encoded = encode_all(tokenizer, texts, check_size("max_length", max_length))
+    encoded = check_encoded(model, encode_all(tokenizer, texts, check_size("max_length", max_length)))
     with models.evaluating(model):
         for batch in progress_bar(batches(tokenizer, texts, batch_size, max_length, models.input_device(model),
                                           encoded), "perplexity", progress):
@@ -147,9 +147,11 @@ def mean_hidden_states(model: nn.Module, tokenizer, texts: Sequence[str], layer:
     """Mean over tokens (padding excluded) of the residual stream after block `layer`, per text: [texts, hidden]."""
     texts = check_examples(texts, "texts")
     layer = models.check_layer(model, layer)
+    encoded = check_encoded(model, encode_all(tokenizer, texts, check_size("max_length", max_length)), "texts",
+                            need_tokens=True)  # an empty text has no mean: it would be NaN
     out = None
     with models.evaluating(model):
-        for batch in batches(tokenizer, texts, batch_size, max_length, models.input_device(model)):
+        for batch in batches(tokenizer, texts, batch_size, max_length, models.input_device(model), encoded):
             hidden = models.body(model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                         output_hidden_states=True).hidden_states[layer + 1]
             weights = batch.attention_mask.to(hidden.device).unsqueeze(-1).to(hidden.dtype)
@@ -177,11 +179,32 @@ class AlignmentMetrics:
     nll: dict[str, TextNLL]
     hit: dict[str, torch.Tensor]
 
+    def means(self, index: Mapping[str, torch.Tensor] | None = None) -> dict[str, dict[str, float]]:
+        """Per language, nll and retrieval over the texts at `index` (language -> positions; default all)."""
+        out = {}
+        for lang, nll in self.nll.items():
+            part = nll if index is None else nll.subset(index[lang])
+            hits = self.hit[lang] if index is None else self.hit[lang][index[lang]]
+            out[lang] = {"nll": float(part.nll_sum.sum() / part.n_tokens.sum()), "retrieval": float(hits.float().mean())}
+        return out
+
+    def changes(self, after: AlignmentMetrics, n: int = 1000, seed: int = 0) -> dict:
+        """after − self, over the same held-out texts, with bootstrap intervals (the texts resampled within each
+        language, the same draw for both models): the mean over languages of the NLL and retrieval changes, and
+        each language's NLL change."""
+        def statistic(index):
+            a, b = self.means(index), after.means(index)
+            langs = list(a)
+            out = {"nll": sum(b[k]["nll"] - a[k]["nll"] for k in langs) / len(langs),
+                   "retrieval": sum(b[k]["retrieval"] - a[k]["retrieval"] for k in langs) / len(langs)}
+            out.update({f"nll {k}": b[k]["nll"] - a[k]["nll"] for k in langs})
+            return out
+
+        return stats.bootstrap(statistic, {k: len(v.n_tokens) for k, v in self.nll.items()}, n=n, seed=seed)
+
     def table(self) -> pd.DataFrame:
         """Per language: nll (nats per token, token-weighted) and retrieval (share of hits)."""
-        rows = {lang: {"nll": float(n.nll_sum.sum() / n.n_tokens.sum()), "retrieval": float(self.hit[lang].float().mean())}
-                for lang, n in self.nll.items()}
-        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("lang")
+        return pd.DataFrame.from_dict(self.means(), orient="index").rename_axis("lang")
 
 
 def alignment_metrics(model: nn.Module, tokenizer, problems_by_lang: Mapping[str, Sequence[Problem]],

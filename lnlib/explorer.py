@@ -25,7 +25,7 @@ from lnlib.batching import batches, check_examples
 from lnlib.data import LANGS
 from lnlib.generation import generate_responses
 from lnlib.identify import Identification
-from lnlib.plot import LANG_COLORS
+from lnlib.plot import lang_color
 
 
 @dataclass(frozen=True)
@@ -49,30 +49,45 @@ class NeuronReport:
         """Whether switching the neuron off changed the greedy continuation."""
         return self.continuation != self.continuation_off
 
+    def peaks(self) -> pd.Series:
+        """Per language, the strongest activation the neuron reaches on its texts (0 where none was searched)."""
+        return pd.Series({lang: (top[0][1] if top else 0.0) for lang, top in self.top_tokens.items()})
+
+    def digit_share(self) -> float:
+        """The share of the neuron's top tokens, over every language, that are digits."""
+        tokens = [tok.strip() for top in self.top_tokens.values() for tok, _, _ in top]
+        return sum(tok.isdigit() for tok in tokens) / max(len(tokens), 1)
+
 
 @torch.no_grad()
-def top_activating_tokens(model: nn.Module, tokenizer, texts: Sequence[str], layer: int, neuron: int,
-                          k: int = 5, batch_size: int = 8) -> list[tuple[str, float, str]]:
-    """The `k` token positions of `texts` where neuron `neuron` of layer `layer` has its largest activation:
-    (token, activation, a few tokens of context ending at it), strongest first; padding never counts."""
-    layer = models.check_layer(model, layer)
-    if not 0 <= neuron < models.n_neurons(model):
-        raise ValueError(f"neuron must lie in [0, {models.n_neurons(model)}), got {neuron}")
-    found = []  # (activation, token ids of the context ending at the token)
+def top_activating_tokens(model: nn.Module, tokenizer, texts: Sequence[str], neurons: Sequence[tuple[int, int]],
+                          k: int = 5, batch_size: int = 8) -> dict[tuple[int, int], list[tuple[str, float, str]]]:
+    """For each (layer, neuron) of `neurons`, the `k` token positions of `texts` where its activation is largest:
+    (token, activation, a few tokens of context ending at it), strongest first; padding never counts. One forward
+    pass over the texts serves every neuron."""
+    width = models.n_neurons(model)
+    neurons = [(models.check_layer(model, layer), neuron) for layer, neuron in neurons]
+    if any(not 0 <= neuron < width for _, neuron in neurons):
+        raise ValueError(f"neurons must lie in [0, {width}), got {[n for _, n in neurons]}")
+    found = {pair: [] for pair in neurons}  # (activation, token ids of the context ending at the token)
     captured: dict = {}
-    with models.evaluating(model), hooks.on_layers(model, lambda _, out: captured.__setitem__(
-            "act", out[..., neuron].float()), "act", layers=[layer]):
+
+    def keep(layer: int, out: torch.Tensor) -> None:
+        captured.update({(layer, n): out[..., n].float() for lay, n in neurons if lay == layer})
+
+    with models.evaluating(model), hooks.on_layers(model, keep, "act", layers=sorted({lay for lay, _ in neurons})):
         for batch in batches(tokenizer, check_examples(texts, "texts"), batch_size, 256, models.input_device(model)):
             models.body(model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
             work.add("forward", batch.n_tokens)
-            values = captured["act"].cpu().masked_fill(~batch.attention_mask.bool().cpu(), float("-inf"))
-            best = values.flatten().topk(min(k, values.numel()))
-            for value, flat in zip(best.values.tolist(), best.indices.tolist(), strict=True):
-                row, pos = divmod(flat, values.shape[1])
-                if value != float("-inf"):
-                    found.append((value, batch.input_ids[row, max(0, pos - 4):pos + 1].tolist()))
-    found.sort(key=lambda item: -item[0])
-    return [(tokenizer.decode(ids[-1:]), value, tokenizer.decode(ids)) for value, ids in found[:k]]
+            for pair in neurons:
+                values = captured[pair].cpu().masked_fill(~batch.attention_mask.bool().cpu(), float("-inf"))
+                best = values.flatten().topk(min(k, values.numel()))
+                for value, flat in zip(best.values.tolist(), best.indices.tolist(), strict=True):
+                    row, pos = divmod(flat, values.shape[1])
+                    if value != float("-inf"):
+                        found[pair].append((value, batch.input_ids[row, max(0, pos - 4):pos + 1].tolist()))
+    return {pair: [(tokenizer.decode(ids[-1:]), value, tokenizer.decode(ids))
+                   for value, ids in sorted(items, key=lambda item: -item[0])[:k]] for pair, items in found.items()}
 
 
 def neuron_kind(ident: Identification, layer: int, neuron: int) -> str:
@@ -137,25 +152,38 @@ def pick_neurons(probs: torch.Tensor, ident: Identification, lang: str) -> dict[
     return picks
 
 
+def neuron_reports(model: nn.Module, tokenizer, probs: torch.Tensor, ident: Identification,
+                   neurons: Sequence[tuple[int, int]], texts_by_lang: Mapping[str, Sequence[str]], prompt: str,
+                   k: int = 5, max_new_tokens: int = 24) -> list[NeuronReport]:
+    """Everything the explorer shows for each (layer, neuron) of `neurons`.
+
+    probs: [layers, neurons, languages] in `ident.langs` order; texts_by_lang: texts searched for the tokens that
+    activate each neuron most (one pass per language for all neurons); prompt: continued greedily with nothing
+    and with each neuron switched off.
+    """
+    for layer, neuron in neurons:
+        if not (0 <= layer < probs.shape[0] and 0 <= neuron < probs.shape[1]):
+            raise ValueError(f"no neuron ({layer}, {neuron}): the model has {probs.shape[0]} layers of "
+                             f"{probs.shape[1]} neurons")
+    tops = {lang: top_activating_tokens(model, tokenizer, texts, neurons, k) for lang, texts in texts_by_lang.items()}
+    (plain,) = generate_responses(model, tokenizer, [prompt], max_new_tokens, progress=False)
+    reports = []
+    for layer, neuron in neurons:
+        with intervene.deactivate(model, intervene.single(models.n_layers(model), layer, neuron)):
+            (without,) = generate_responses(model, tokenizer, [prompt], max_new_tokens, progress=False)
+        reports.append(NeuronReport(layer, neuron, neuron_kind(ident, layer, neuron),
+                                    dict(zip(ident.langs, probs[layer, neuron].tolist(), strict=True)), ident.tau,
+                                    {lang: top[(layer, neuron)] for lang, top in tops.items()}, prompt, plain,
+                                    without))
+    return reports
+
+
 def neuron_report(model: nn.Module, tokenizer, probs: torch.Tensor, ident: Identification, layer: int,
                   neuron: int, texts_by_lang: Mapping[str, Sequence[str]], prompt: str, k: int = 5,
                   max_new_tokens: int = 24) -> NeuronReport:
-    """Everything the explorer shows for neuron `neuron` of layer `layer`.
-
-    probs: [layers, neurons, languages] in `ident.langs` order; texts_by_lang: texts searched for the
-    tokens that activate the neuron most; prompt: continued greedily with and without the neuron.
-    """
-    if not (0 <= layer < probs.shape[0] and 0 <= neuron < probs.shape[1]):
-        raise ValueError(f"no neuron ({layer}, {neuron}): the model has {probs.shape[0]} layers of "
-                         f"{probs.shape[1]} neurons")
-    top = {lang: top_activating_tokens(model, tokenizer, texts, layer, neuron, k)
-           for lang, texts in texts_by_lang.items()}
-    (plain,) = generate_responses(model, tokenizer, [prompt], max_new_tokens, progress=False)
-    with intervene.deactivate(model, intervene.single(models.n_layers(model), layer, neuron)):
-        (without,) = generate_responses(model, tokenizer, [prompt], max_new_tokens, progress=False)
-    return NeuronReport(layer, neuron, neuron_kind(ident, layer, neuron),
-                        dict(zip(ident.langs, probs[layer, neuron].tolist(), strict=True)), ident.tau, top,
-                        prompt, plain, without)
+    """`neuron_reports` for one neuron."""
+    return neuron_reports(model, tokenizer, probs, ident, [(layer, neuron)], texts_by_lang, prompt, k,
+                          max_new_tokens)[0]
 
 
 def report_figure(report: NeuronReport) -> Figure:
@@ -164,7 +192,7 @@ def report_figure(report: NeuronReport) -> Figure:
     module docstring; `report_table` lists the tokens."""
     langs = [lang for lang in LANGS if lang in report.probs]
     fig, (bars, peaks) = plt.subplots(1, 2, figsize=(11, 3.4))
-    colors = [LANG_COLORS[lang] for lang in langs]
+    colors = [lang_color(lang) for lang in langs]
     bars.bar(langs, [report.probs[lang] for lang in langs], color=colors)
     bars.axhline(report.tau, color="k", ls="--", lw=1, label=f"τ = {report.tau:.3f}")
     bars.set_ylim(0, 1.18)  # headroom above 1 for the legend, so that it never hides a bar
@@ -175,7 +203,7 @@ def report_figure(report: NeuronReport) -> Figure:
     bars.legend(loc="upper left", fontsize=8, ncol=1, frameon=False)
     peak_langs = [lang for lang in langs if report.top_tokens.get(lang)]
     values = [report.top_tokens[lang][0][1] for lang in peak_langs]
-    peaks.bar(peak_langs, values, color=[LANG_COLORS[lang] for lang in peak_langs])
+    peaks.bar(peak_langs, values, color=[lang_color(lang) for lang in peak_langs])
     peaks.axhline(0, color="k", lw=0.8)
     peaks.set_xlabel("language")
     peaks.set_ylabel("largest activation")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lnlib import models, work
-from lnlib.batching import check_size, left_padded
+from lnlib.batching import check_encoded, check_size, left_padded
 from lnlib.config import progress_bar
 from lnlib.protocols import mathoctopus_prompt
 
@@ -48,6 +48,13 @@ def generate_responses(model: nn.Module, tokenizer, prompts: Sequence[str], max_
     prompts = list(prompts)
     if not prompts:
         return []
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if bad:
+        raise ValueError(f"prompts[{bad[0]}] is {type(prompts[bad[0]]).__name__} {prompts[bad[0]]!r:.60}; each prompt "
+                         "must be a text")
+    if isinstance(stop, str):
+        raise ValueError(f"stop must be a list of strings, not a single string: wrap it in a list, [{stop!r}]")
+    check_encoded(model, [(tokenizer(p)["input_ids"], 0) for p in prompts], "prompts", need_tokens=True)
     check_size("max_new_tokens", max_new_tokens)
     if model.training:
         raise ValueError("the model is in training mode (dropout on); call model.eval() first")

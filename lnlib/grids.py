@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lnlib import hooks, intervene, models, work
-from lnlib.batching import batches, check_examples, check_size, encode_all
+from lnlib import hooks, intervene, models, stats, work
+from lnlib.batching import batches, check_encoded, check_examples, check_size, encode_all
 from lnlib.config import progress_bar
 from lnlib.evaluate import TextNLL, logit_head, scatter_nll, target_logprobs
 from lnlib.generation import generate_responses
@@ -34,9 +34,10 @@ class PPLGrid:
     """Perplexity of each evaluated language with each neuron set switched off.
 
     nll: (condition, target language) -> `TextNLL`; condition "none" (no intervention), a set's name, or
-    "random:<name>" for that set's random control. names: the switched-off sets, in row order; langs: the
-    evaluated languages (columns); sizes: neurons in each set; seed: the control's base seed.
-    Tables come for either aggregation ("official" or "token", see `TextNLL.perplexity`).
+    "random:<name>#<i>" for that set's i-th random control. names: the switched-off sets, in row order; langs:
+    the evaluated languages (columns); sizes: neurons in each set; seed: the controls' base seed; controls: random
+    controls per set (0: none). Tables come for either aggregation ("official" or "token", see
+    `TextNLL.perplexity`); a control's table is the mean over its random sets.
     """
 
     nll: dict
@@ -44,18 +45,23 @@ class PPLGrid:
     langs: tuple[str, ...]
     sizes: dict
     seed: int | None = None
+    controls: int = 0
+
+    def _value(self, row: str, lang: str, aggregation: str) -> float:
+        return self.nll[(row, lang)].perplexity(aggregation) if (row, lang) in self.nll else float("nan")
 
     def _table(self, rows: list[str], labels: list[str], aggregation: str) -> pd.DataFrame:
-        values = [[self.nll[(row, lang)].perplexity(aggregation) if (row, lang) in self.nll else float("nan")
-                   for lang in self.langs] for row in rows]
+        values = [[self._value(row, lang, aggregation) for lang in self.langs] for row in rows]
         return pd.DataFrame(values, index=pd.Index(labels, name="switched off"),
                             columns=pd.Index(self.langs, name="evaluated"))
 
     def ppl(self, aggregation: str = "official", control: bool = False) -> pd.DataFrame:
-        """Perplexity table: rows "none" and each set (or, with control=True, each set's random control,
-        NaN where it was not evaluated), columns the evaluated languages."""
+        """Perplexity table: rows "none" and each set (or, with control=True, the mean over each set's random
+        controls, NaN where none was evaluated), columns the evaluated languages."""
         if control:
-            return self._table([f"random:{name}" for name in self.names], list(self.names), aggregation)
+            tables = [self._table([f"random:{name}#{i}" for name in self.names], list(self.names), aggregation)
+                      for i in range(self.controls)]
+            return sum(tables[1:], tables[0]) / len(tables) if tables else self._table([], [], aggregation)
         return self._table([RESERVED, *self.names], [RESERVED, *self.names], aggregation)
 
     def change(self, aggregation: str = "official", relative: bool = False, control: bool = False) -> pd.DataFrame:
@@ -93,11 +99,43 @@ class PPLGrid:
                           f"random: off-diagonal {statistic}": getattr(rand.loc[name, others], statistic)()}
         return pd.DataFrame(rows).T.rename_axis("switched off")
 
+    def headline(self, aggregation: str = "official") -> dict[str, float]:
+        """The numbers a deactivation grid is read by: medians over languages of the diagonal change, of the
+        off-diagonal changes and of the random controls' diagonal change; the median over languages of diagonal
+        minus control; and in how many columns the largest increase comes from the language's own set."""
+        change, diagonal = self.change(aggregation), self.diagonal(aggregation)
+        out = {"diagonal": float(diagonal.median()), "off-diagonal": float(self.off_diagonal(aggregation).median()),
+               "own column largest": int(sum(change[t].idxmax() == t for t in self.langs if t in self.names))}
+        if self.controls:
+            control = self.diagonal(aggregation, control=True)
+            out["random diagonal"] = float(control.median())
+            out["diagonal minus random"] = float((diagonal - control).median())
+        return out
+
+    def pairs(self, aggregation: str = "official") -> pd.DataFrame:
+        """One row per off-diagonal (set k, evaluated t) pair: the change, the size of set k, and how fragile t is
+        (the median change of t under every other set): what a claim about off-diagonal damage must control for."""
+        change = self.change(aggregation)
+        rows = []
+        for k in self.names:
+            for t in self.langs:
+                if k != t:
+                    others = [j for j in self.names if j not in (k, t)]
+                    rows.append({"switched off": k, "evaluated": t, "change": change.loc[k, t],
+                                 "set size": self.sizes[k], "target fragility": change.loc[others, t].median()})
+        return pd.DataFrame(rows)
+
+    def bootstrap(self, statistic, n: int = 1000, seed: int = 0):
+        """`lnlib.stats.bootstrap` of statistic(grid) over the evaluated texts, resampled within each language and
+        the same in every condition (paired)."""
+        return stats.bootstrap(lambda index: statistic(self if index is None else self.resample(index)),
+                               {lang: self.n_texts(lang) for lang in self.langs}, n=n, seed=seed)
+
     def resample(self, index: Mapping[str, torch.Tensor]) -> PPLGrid:
         """The grid over a resample of each language's texts (`index`: language -> text positions, repeats
         allowed), the same resample in every condition: a bootstrap replicate."""
         nll = {(c, lang): value.subset(index[lang]) for (c, lang), value in self.nll.items()}
-        return PPLGrid(nll, self.names, self.langs, self.sizes, self.seed)
+        return PPLGrid(nll, self.names, self.langs, self.sizes, self.seed, self.controls)
 
     def n_texts(self, lang: str) -> int:
         return len(self.nll[(RESERVED, lang)].n_tokens)
@@ -117,19 +155,25 @@ def _first_layer(neurons: list[torch.Tensor] | None) -> int | None:
 
 @torch.no_grad()
 def ppl_grid(model: nn.Module, tokenizer, texts_by_lang: Mapping[str, Sequence], neuron_sets: Mapping[str, Sequence],
-             control: bool | str = False, seed: int = 0, batch_size: int = 8, max_length: int = 512,
-             chunk_positions: int = 256, rows_per_pass: int | None = None, progress: bool = True) -> PPLGrid:
+             control: bool | str = False, seed: int = 0, controls: int = 1, cells: str = "all", batch_size: int = 8,
+             max_length: int = 512, chunk_positions: int = 256, rows_per_pass: int | None = None,
+             progress: bool = True) -> PPLGrid:
     """Perplexity of every language of `texts_by_lang` (lang -> texts or (prompt, response) pairs, see
     `lnlib.evaluate.text_nll`) with no intervention (row "none") and with each set of `neuron_sets`
     (name -> per-layer neuron indices, usually a language code -> that language's neurons) switched off.
 
-    control: False; True or "all" adds, per set, a random control of the same size in every layer
-    (`lnlib.intervene.random_like`, seed `seed` + the set's row number) evaluated on every language;
-    "diagonal" evaluates each control only on the language named like its set (cheaper: one cell per row).
-    rows_per_pass: (condition, text) rows run in one forward pass (default 2 × batch_size).
+    control: False; True or "all" adds, per set, `controls` random sets of the same size in every layer
+    (`lnlib.intervene.random_like`, seeds from `seed`, different for every set and control) evaluated on every
+    language; "diagonal" evaluates each control only on the language named like its set (cheaper: one cell per
+    row).
+    cells: "all" evaluates every set on every language; "diagonal" only on the language named like the set (the
+    paper's Fig. 6 reports only the diagonal). rows_per_pass: (condition, text) rows run in one forward pass
+    (default 2 × batch_size).
     """
     if control not in (False, True, "all", "diagonal"):
         raise ValueError(f"control must be False, True, 'all' or 'diagonal', got {control!r}")
+    if cells not in ("all", "diagonal"):
+        raise ValueError(f"cells must be 'all' or 'diagonal', got {cells!r}")
     if not isinstance(texts_by_lang, Mapping) or not texts_by_lang:
         raise ValueError("texts_by_lang must map at least one language to a list of texts")
     texts_by_lang = {lang: check_examples(texts, f"texts of {lang!r}") for lang, texts in texts_by_lang.items()}
@@ -137,20 +181,29 @@ def ppl_grid(model: nn.Module, tokenizer, texts_by_lang: Mapping[str, Sequence],
         raise ValueError("neuron_sets must map a name to a per-layer neuron set, e.g. {'th': ident.mask()[8]}")
     if RESERVED in neuron_sets or any(str(name).startswith("random:") for name in neuron_sets):
         raise ValueError("'none' and names starting with 'random:' are reserved for the baseline and controls")
-    rows_per_pass = check_size("rows_per_pass", rows_per_pass or 2 * batch_size)
+    check_size("batch_size", batch_size)
+    rows_per_pass = check_size("rows_per_pass", 2 * batch_size if rows_per_pass is None else rows_per_pass)
     width, depth = models.n_neurons(model), models.n_layers(model)
     checked = {name: intervene.check_neurons(neurons, depth, width) for name, neurons in neuron_sets.items()}
     langs = list(texts_by_lang)
-    conditions = [(RESERVED, None, langs)] + [(name, neurons, langs) for name, neurons in checked.items()]
+    unnamed = [str(name) for name in checked if name not in texts_by_lang]
+    if cells == "diagonal" and unnamed:
+        raise ValueError(f"cells='diagonal' evaluates each set on the language it is named after, but "
+                         f"{', '.join(unnamed)} name(s) no language of texts_by_lang ({', '.join(langs)}); name the "
+                         "sets by language or use cells='all'")
+    conditions = [(RESERVED, None, langs)] + [(name, neurons, langs if cells == "all" else [name])
+                                              for name, neurons in checked.items()]
     if control:
+        check_size("controls", controls)
         for row, (name, neurons) in enumerate(checked.items()):
             targets = langs if control in (True, "all") else [lang for lang in langs if lang == name]
-            if targets:
-                conditions.append((f"random:{name}", intervene.random_like(neurons, width, seed=seed + row), targets))
+            for i in range(controls if targets else 0):
+                random_set = intervene.random_like(neurons, width, seed=seed + row + 1000 * i)
+                conditions.append((f"random:{name}#{i}", random_set, targets))
 
     texts = [text for lang in langs for text in texts_by_lang[lang]]
     lang_of = [lang for lang in langs for _ in texts_by_lang[lang]]
-    encoded = encode_all(tokenizer, texts, check_size("max_length", max_length))
+    encoded = check_encoded(model, encode_all(tokenizer, texts, check_size("max_length", max_length)))
     nll_sum = {c: torch.zeros(len(texts), dtype=torch.float64) for c, _, _ in conditions}
     n_tok = torch.zeros(len(texts), dtype=torch.int64)
     head, runner = logit_head(model), models.body(model)
@@ -191,7 +244,8 @@ def ppl_grid(model: nn.Module, tokenizer, texts_by_lang: Mapping[str, Sequence],
             index = torch.tensor([i for i, owner in enumerate(lang_of) if owner == lang])
             grid_nll[(c, lang)] = TextNLL(nll_sum[c][index], n_tok[index])
     sizes = {name: intervene.n_neurons_in(neurons) for name, neurons in checked.items()}
-    return PPLGrid(grid_nll, tuple(checked), tuple(langs), sizes, seed if control else None)
+    return PPLGrid(grid_nll, tuple(checked), tuple(langs), sizes, seed if control else None,
+                   controls if control else 0)
 
 
 def _run_pass(model, runner, head, batch, stored, jobs, first, keep, nll_sum, chunk_positions) -> None:
@@ -263,6 +317,13 @@ def accuracy_grid(model: nn.Module, tokenizer, problems_by_lang: Mapping[str, Se
     each set of `neuron_sets` switched off; an answer counts when its last number is within `tolerance` of
     the gold answer and `lnlib.langid.detect_language` finds the question's language (the paper's "correct and
     in the correct language"). prompt: Problem -> text; generate: the generation function (tests pass a stub)."""
+    if not isinstance(problems_by_lang, Mapping) or not isinstance(neuron_sets, Mapping):
+        raise ValueError("problems_by_lang must map each language to its problems and neuron_sets each name to a "
+                         "per-layer neuron set, e.g. {'th': ident.mask()[8]}")
+    if RESERVED in neuron_sets:
+        raise ValueError("'none' is reserved for the baseline (no neuron switched off); give that set another name")
+    for neurons in neuron_sets.values():  # a bad set fails now, not after the baseline's generation
+        intervene.check_neurons(neurons, models.n_layers(model), models.n_neurons(model))
     conditions = [(RESERVED, None)] + list(neuron_sets.items())
     outputs, correct, in_language = {}, {}, {}
     jobs = [(c, n, lang) for c, n in conditions for lang in problems_by_lang]
@@ -282,3 +343,56 @@ def accuracy_grid(model: nn.Module, tokenizer, problems_by_lang: Mapping[str, Se
                                                        for t, p in zip(texts, problems, strict=True)],
                                                       dtype=torch.bool)
     return AccuracyGrid(outputs, correct, in_language, tuple(neuron_sets), tuple(problems_by_lang))
+
+
+# ----------------------------------------------------------------------------------------------
+# Which language a continuation comes out in
+
+
+@dataclass(frozen=True, eq=False)
+class ContinuationLanguages:
+    """Greedy continuations of each language's prompts with nothing, the language's own neurons ("own") or a
+    random set of the same size per layer ("random") switched off, and the language each was detected in.
+
+    texts, detected: (condition, language) -> list over the prompts; langs: the prompts' languages.
+    """
+
+    texts: dict
+    detected: dict
+    langs: tuple[str, ...]
+
+    def rate(self, condition: str, lang: str | None = None, of: str | None = None) -> stats.Estimate:
+        """The share of continuations detected in their prompt's language (or, with `of`, in language `of`),
+        over one language's prompts or all, with a Wilson interval."""
+        langs = [lang] if lang else list(self.langs)
+        hits = [d == (of or k) for k in langs for d in self.detected[(condition, k)]]
+        return stats.proportion(sum(hits), len(hits))
+
+    def table(self) -> pd.DataFrame:
+        """Per language and condition, the share of continuations in the prompt's language."""
+        return pd.DataFrame({c: {k: self.rate(c, k).value for k in self.langs} for c in ("none", "own", "random")})
+
+
+def continuation_languages(model: nn.Module, tokenizer, prompts_by_lang: Mapping[str, Sequence[str]],
+                           neuron_sets: Mapping[str, Sequence], max_new_tokens: int = 24, seed: int = 0,
+                           batch_size: int = 8, progress: bool = True) -> ContinuationLanguages:
+    """Continue every language's prompts greedily with nothing, its own set (`neuron_sets[lang]`) and a random
+    set of the same size in every layer (`lnlib.intervene.random_like`, seeded) switched off, and detect the
+    language of each continuation (`lnlib.langid`; None when it has no letters)."""
+    width = models.n_neurons(model)
+    texts, detected = {}, {}
+    jobs = [(c, lang) for lang in prompts_by_lang for c in ("none", "own", "random")]
+    for row, (condition, lang) in enumerate(progress_bar(jobs, "continuations", progress)):
+        prompts = list(prompts_by_lang[lang])
+        neurons = None if condition == "none" else neuron_sets[lang]
+        if condition == "random":
+            neurons = intervene.random_like(neurons, width, seed=seed + row)
+        options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
+        if neurons is None:
+            out = generate_responses(model, tokenizer, prompts, **options)
+        else:
+            with intervene.deactivate(model, neurons):
+                out = generate_responses(model, tokenizer, prompts, **options)
+        texts[(condition, lang)] = out
+        detected[(condition, lang)] = [detect_language(t) for t in out]
+    return ContinuationLanguages(texts, detected, tuple(prompts_by_lang))

@@ -25,6 +25,7 @@ lower flat index (layer · neurons + neuron), so the selection is deterministic.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,8 +81,8 @@ def _check_lam(lam) -> float:
 
 
 def _check_fraction(name: str, value: float) -> float:
-    if not 0 < value < 1:
-        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ValueError(f"{name} must lie strictly between 0 and 1 (a number), got {value!r}")
     return float(value)
 
 
@@ -92,8 +93,8 @@ def _langs_for(probs: torch.Tensor, langs: Sequence[str] | None) -> tuple[str, .
             raise ValueError(f"probs has {k} languages; pass langs=(...) with {k} language codes")
         return LANGS
     langs = tuple(langs)
-    if len(langs) != k or len(set(langs)) != k:
-        raise ValueError(f"langs must hold {k} distinct codes (one per column of probs), got {langs}")
+    if len(langs) != k or len(set(langs)) != k or not all(isinstance(code, str) for code in langs):
+        raise ValueError(f"langs must hold {k} distinct codes (strings, one per column of probs), got {langs}")
     return langs
 
 
@@ -301,6 +302,27 @@ class Identification:
         """int64 [K, K]: C[a, b] = selected neurons above τ in both language a and b (diagonal: mask sizes)."""
         high = self.high.to(torch.int64)
         return high.T @ high
+
+    def top_pairs(self, n: int = 6) -> list[tuple[int, str, str]]:
+        """The `n` language pairs sharing the most selected neurons: (shared, a, b), most first."""
+        co, k = self.coassignment(), self.n_langs
+        pairs = sorted(((int(co[a, b]), self.langs[a], self.langs[b]) for a in range(k) for b in range(a + 1, k)),
+                       key=lambda p: (-p[0], self.langs.index(p[1]), self.langs.index(p[2])))
+        return pairs[:n]
+
+    def partners(self, lang: str) -> pd.Series:
+        """Per other language, the selected neurons it shares with `lang`, most first."""
+        co, k = self.coassignment(), self.lang_index(lang)
+        shared = pd.Series({other: int(co[k, j]) for j, other in enumerate(self.langs) if j != k}, name=lang)
+        return shared.sort_values(ascending=False, kind="stable")
+
+    def versus(self, lang: str = "en") -> dict[str, float]:
+        """The paper's Table 3 comparison: `lang`'s specific and related neurons against the mean of the others."""
+        counts = self.lang_counts()
+        others = [other for other in self.langs if other != self.langs[self.lang_index(lang)]]
+        return {f"{lang} specific": int(counts.loc[lang, "specific"]), f"{lang} related": int(counts.loc[lang, "related"]),
+                "others, mean specific": float(counts.loc[others, "specific"].mean()),
+                "others, mean related": float(counts.loc[others, "related"].mean())}
 
 
 def _per_layer(pairs: torch.Tensor, layers: int) -> list[torch.Tensor]:

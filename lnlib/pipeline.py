@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from lnlib import cache, identify, models, store
+from lnlib import cache, identify, models, stats, store
 from lnlib.capture import count_by_language
 from lnlib.config import cache_dir
 from lnlib.counts import ActivationCounts, load_released_probs, released_provenance, stacked_probs
@@ -133,23 +134,65 @@ class NeuronStudy:
         """These settings with λ fixed at this study's λ (to identify another model at the same λ)."""
         return self.settings.replace(lam=self.lam)
 
-    def source(self, label: str, settings: Settings | None = None) -> NeuronStudy:
-        """The study of one data source alone (e.g. "mgsm[0:150]"), with these or other settings."""
-        if label not in self.by_source:
-            raise ValueError(f"no source {label!r}; this study has {', '.join(self.by_source)}")
-        return from_counts({label: self.by_source[label]}, settings or self.settings, self.texts, self.provenance)
+    def source(self, name: str, settings: Settings | None = None) -> NeuronStudy:
+        """The study of one data source alone, named by its label ("mgsm[0:150]") or its dataset ("mgsm"), with
+        these or other settings."""
+        found = [label for label in self.by_source if label == name or label.split("[")[0] == name]
+        if len(found) != 1:
+            raise ValueError(f"no single source {name!r}; this study has {', '.join(self.by_source)}")
+        label = found[0]
+        texts = self.texts.replace(sources=tuple(s for s in self.texts.sources if s.label == label)) \
+            if self.texts else None
+        return from_counts({label: self.by_source[label]}, settings or self.settings, texts, self.provenance)
+
+    def bootstrap(self, statistic, n: int = 200, seed: int = 0, settings: Settings | None = None):
+        """Bootstrap a statistic of the identification over the counted texts: statistic(ident, probs) is computed
+        on this study and on `n` resamples (`resampled_probs`), each identified again with `settings` (default this
+        study's, AutoSweep included). Returns an `lnlib.stats.Estimate`, or a dict of them when the statistic
+        returns a dict."""
+        settings = settings or self.settings
+        generator = torch.Generator().manual_seed(seed)
+        full = statistic(self.ident, self.probs)
+        draws = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", identify.IntervalWarning)
+            for _ in range(n):
+                probs = self.resampled_probs(generator)
+                draws.append(statistic(settings.run(probs, self.langs), probs))
+        if isinstance(full, Mapping):
+            return {key: stats.estimate(full[key], [d[key] for d in draws]) for key in full}
+        return stats.estimate(full, draws)
 
     def resampled_probs(self, generator: torch.Generator) -> torch.Tensor:
         """Probabilities from a bootstrap resample of the texts: in each language and source, the groups of texts
         drawn with replacement (needs counts kept per group, `Texts.group_size`)."""
+        return self.probs_of(self.draw(generator))
+
+    def draw(self, generator: torch.Generator) -> dict:
+        """One bootstrap draw of text groups: (source, language) -> group indices, with replacement."""
+        return {(label, lang): torch.randint(by_lang[lang].n_groups, (by_lang[lang].n_groups,), generator=generator)
+                for label, by_lang in self.by_source.items() for lang in self.langs}
+
+    def probs_of(self, groups: Mapping) -> torch.Tensor:
+        """Probabilities from the text groups `groups` ((source, language) -> group indices, repeats allowed)."""
         counts = {}
         for lang in self.langs:
-            parts = []
-            for by_lang in self.by_source.values():
-                c = by_lang[lang]
-                parts.append(c.select(torch.randint(c.n_groups, (c.n_groups,), generator=generator)))
+            parts = [by_lang[lang].select(groups[(label, lang)]) for label, by_lang in self.by_source.items()]
             counts[lang] = sum(parts[1:], parts[0])
         return stacked_probs(counts, self.langs)
+
+    def first_texts(self, n: int) -> NeuronStudy:
+        """The study of the first `n` texts of every source, from the same counts (no model run): a quick
+        identification on fewer texts. `n` must be a multiple of the group size."""
+        size = self.texts.group_size if self.texts else 0
+        if not size or n % size:
+            raise ValueError(f"n must be a multiple of the group size ({size}); counts are kept per group of texts")
+        sources, by_source = [], {}
+        for source, (label, by_lang) in zip(self.texts.sources, self.by_source.items(), strict=True):
+            kept = Source(source.dataset, range(source.items.start, source.items.start + min(n, len(source.items))))
+            sources.append(kept)
+            by_source[kept.label] = {lang: by_lang[lang].head(max(1, len(kept.items) // size)) for lang in self.langs}
+        return from_counts(by_source, self.settings, self.texts.replace(sources=tuple(sources)), self.provenance)
 
 
 def from_counts(by_source: Mapping[str, Mapping[str, ActivationCounts]], settings: Settings = Settings(),
@@ -200,7 +243,7 @@ def language_neurons(model: nn.Module, tokenizer, texts: Texts = Texts(), settin
     by_source = {}
     for source in texts.sources:
         pairs = examples(model, tokenizer, source, texts, prints)
-        groups = len(source.items) // texts.group_size if texts.group_size else 0
+        groups = max(1, len(source.items) // texts.group_size) if texts.group_size else 0
         options = dict(max_length=texts.max_length, groups=groups, batch_size=texts.batch_size, progress=progress)
         if use_cache:
             by_source[source.label] = cache.cached_counts(model, tokenizer, pairs, prints=prints, **options)
@@ -210,3 +253,27 @@ def language_neurons(model: nn.Module, tokenizer, texts: Texts = Texts(), settin
                   "data": [source.label for source in texts.sources],
                   "tokens": {lang: sum(c[lang].n_tokens for c in by_source.values()) for lang in texts.langs}}
     return from_counts(by_source, settings, texts, provenance)
+
+
+def paired_bootstrap(base: NeuronStudy, other: NeuronStudy, statistic, n: int = 200, seed: int = 0,
+                     settings: Settings | None = None):
+    """Bootstrap a comparison of two studies of the same texts (e.g. a model before and after alignment): each
+    resample draws the same text groups for both, identifies both with `settings` (default: the base study's,
+    with λ fixed at its λ), and computes statistic(base_ident, other_ident). Returns an `lnlib.stats.Estimate` (or a
+    dict of them)."""
+    if {k: {g: c.n_groups for g, c in v.items()} for k, v in base.by_source.items()} != \
+            {k: {g: c.n_groups for g, c in v.items()} for k, v in other.by_source.items()}:
+        raise ValueError("the two studies count different texts (sources or groups differ); a paired comparison "
+                         "needs the same texts")
+    settings = settings or base.fixed()
+    generator = torch.Generator().manual_seed(seed)
+    full = statistic(base.ident if settings == base.settings else settings.run(base.probs, base.langs),
+                     other.ident if settings == other.settings else settings.run(other.probs, other.langs))
+    draws = []
+    for _ in range(n):
+        groups = base.draw(generator)
+        draws.append(statistic(settings.run(base.probs_of(groups), base.langs),
+                               settings.run(other.probs_of(groups), other.langs)))
+    if isinstance(full, Mapping):
+        return {key: stats.estimate(full[key], [d[key] for d in draws]) for key in full}
+    return stats.estimate(full, draws)

@@ -13,14 +13,28 @@ LANG_COLORS: dict[str, str] = dict(zip(LANGS, plt.get_cmap("tab10").colors, stri
 """One colour per language, used by every figure of the book."""
 
 
-def lang_bars(values: Mapping[str, float], ylabel: str, title: str = "", ax=None) -> Figure:
-    """Bar chart of one value per language, in `LANGS` order (languages missing from `values` are skipped)."""
-    langs = [lang for lang in LANGS if lang in values]
+def lang_color(lang: str):
+    """The paper's languages keep their colours; any other language gets a stable grey-blue shade."""
+    if lang in LANG_COLORS:
+        return LANG_COLORS[lang]
+    shade = 0.35 + (sum(map(ord, lang)) % 7) * 0.07
+    return (shade, shade, min(1.0, shade + 0.2))
+
+
+def lang_bars(values: Mapping[str, float], ylabel: str, title: str = "", ax=None,
+              errors: Mapping[str, tuple[float, float]] | None = None) -> Figure:
+    """Bar chart of one value per language, in `LANGS` order (languages missing from `values` are skipped);
+    errors: an interval (lo, hi) per language, drawn as error bars."""
+    langs = [lang for lang in LANGS if lang in values] + [lang for lang in values if lang not in LANGS]
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 3))
     else:
         fig = ax.figure
-    bars = ax.bar(langs, [values[lang] for lang in langs], color=[LANG_COLORS[lang] for lang in langs])
+    yerr = None
+    if errors is not None:
+        yerr = [[values[lang] - errors[lang][0] for lang in langs], [errors[lang][1] - values[lang] for lang in langs]]
+    bars = ax.bar(langs, [values[lang] for lang in langs], color=[lang_color(lang) for lang in langs], yerr=yerr,
+                  capsize=3 if errors is not None else 0)
     ax.bar_label(bars, fmt="%.2f", fontsize=8)
     ax.set_xlabel("language")
     ax.set_ylabel(ylabel)
@@ -132,6 +146,8 @@ def grouped_bars(series: Mapping, categories, xlabel: str, ylabel: str, title: s
     width = 0.8 if stacked else 0.8 / len(series)
     bottom = np.zeros(len(categories))
     for i, ((label, values), color) in enumerate(zip(series.items(), GROUP_COLORS, strict=False)):
+        if isinstance(values, Mapping):  # one value per category, by name
+            values = [values[c] for c in categories]
         values = np.asarray(values, dtype=float)
         x = pos if stacked else pos - 0.4 + width * (i + 0.5)
         bars = ax.bar(x, values, width, bottom=bottom if stacked else None, color=color, label=label)
@@ -257,59 +273,34 @@ def stage_profiles(results: Mapping) -> Figure:
 LENS_COLORS = {"input language": "#4c72b0", "en": "#c44e52", "other languages": "#8172b3", "unattributed": "#cccccc"}
 
 
-def lens_shares(shares: Mapping, labels=None, title: str = "") -> Figure:
-    """Stacked areas, per layer, of what the logit lens decodes to: one panel per entry of `shares`
-    (panel title -> DataFrame of `lnlib.lens.language_shares`, columns input language / en / other
-    languages / unattributed). labels: per-layer stage labels to shade behind every panel (optional)."""
+def lens_bands(bands, categories, groups, labels=None, title: str = "") -> Figure:
+    """What the logit lens decodes to, per layer: one panel per group of texts, one line per category (input
+    language, English, other languages, unattributed) with its bootstrap band. bands: (group, category, layer) ->
+    `lnlib.stats.Estimate`; labels: per-layer stage labels, drawn as dashed boundaries."""
     import numpy as np
 
-    fig, axes = plt.subplots(1, len(shares), figsize=(4.8 * len(shares) + 0.6, 3.4), squeeze=False, sharey=True)
-    for ax, (name, frame) in zip(axes[0], shares.items(), strict=True):
-        layers = np.asarray(frame.index)
-        ax.stackplot(layers, *[frame[c].to_numpy() for c in frame.columns], alpha=0.9,
-                     colors=[LENS_COLORS.get(c, LENS_COLORS["en"]) for c in frame.columns],
-                     labels=[("English" if c == "en" else c) for c in frame.columns], zorder=2)
+    layers = sorted({layer for _, _, layer in bands})
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.8 * len(groups) + 0.6, 3.4), squeeze=False, sharey=True)
+    colors = dict(zip(categories, LENS_COLORS.values(), strict=True))
+    for ax, name in zip(axes[0], groups, strict=True):
+        for category in categories:
+            est = [bands[(name, category, layer)] for layer in layers]
+            label = "English" if category == "pivot" else category
+            ax.plot(layers, [e.value for e in est], color=colors[category], lw=1.6, label=label)
+            ax.fill_between(layers, [e.lo for e in est], [e.hi for e in est], color=colors[category], alpha=0.25)
         if labels is not None:
-            for i in range(1, len(labels)):
-                if labels[i] != labels[i - 1]:
-                    ax.axvline(i - 0.5, color="black", ls="--", lw=1, zorder=3)
+            for i in np.nonzero(np.diff(labels))[0]:
+                ax.axvline(i + 0.5, color="black", ls="--", lw=0.8)
         ax.set_xlim(layers[0], layers[-1])
         ax.set_ylim(0, 1)
         ax.set_xlabel("layer")
-        ax.set_title(name, fontsize=10)
-    axes[0, 0].set_ylabel("share of decoded tokens")
+        ax.set_title(f"questions: {name}", fontsize=10)
+    axes[0, 0].set_ylabel("share of decoded positions")
     axes[0, -1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
-
-
-def sharing_curves(tables: Mapping, highlight: str = "en") -> Figure:
-    """For each language, the share of its neurons above τ that are above τ in m other languages (m on the
-    x axis); one panel per entry of `tables` (title -> DataFrame of `lnlib.stages.others_above`). The
-    `highlight` language is drawn thick."""
-    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.6), squeeze=False, sharey=False)
-    for ax, (name, table) in zip(axes[0], tables.items(), strict=True):
-        shares = table.div(table.sum(axis=1).clip(lower=1), axis=0)
-        for lang in LANGS:
-            if lang in shares.index:
-                strong = lang == highlight
-                ax.plot(shares.columns, shares.loc[lang], marker="o" if strong else None, ms=4,
-                        lw=2.6 if strong else 1, color=LANG_COLORS[lang], alpha=1 if strong else 0.75,
-                        label=lang, zorder=3 if strong else 2)
-        ax.set_xticks(list(shares.columns))
-        ax.set_xlabel("other languages in which the neuron is also above τ")
-        ax.set_ylabel("share of the language's neurons above τ")
-        ax.set_title(name, fontsize=10)
-    axes[0, -1].legend(fontsize=8, ncol=2, title="language", title_fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-# ----------------------------------------------------------------------------------------------
-# Live models (chapters "Language neurons in a live model" and "Switching neurons off")
-
 
 def gate_activations(lo: float = -5.0, hi: float = 3.0) -> Figure:
     """SiLU (Llama, Mistral) and GELU-tanh (Gemma) against the gate pre-activation z: both are > 0 exactly

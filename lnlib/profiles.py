@@ -18,6 +18,10 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from lnlib.config import fast_mode
+from lnlib.pipeline import Texts
+from lnlib.protocols import Source
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -45,6 +49,12 @@ class Profile:
         value = n * self.scale
         return value if most is None else min(value, max(most, n))
 
+    def texts(self) -> Texts:
+        """The identification texts of every chapter on this profile: MGSM 0–149 and MSVAMP 0–99 under the
+        profile's protocol (8 and 4 of them in fast mode); MGSM 200–249 stay held out for evaluation."""
+        mgsm, msvamp = (8, 4) if fast_mode() else (150, 100)
+        return Texts(protocol=self.protocol, sources=(Source("mgsm", range(mgsm)), Source("msvamp", range(msvamp))))
+
     @property
     def model_label(self) -> str:
         """The model as the tables name it."""
@@ -71,6 +81,7 @@ GPU_MINUTES: dict[str, dict[str, str]] = {
     "05_what_alignment_changes": {"t4": "not estimated (see the chapter)", "a100": "not estimated (see the chapter)"},
     "06_spontaneous_alignment": {"t4": "not estimated (see the chapter)", "a100": "not estimated (see the chapter)"},
     "07_neuron_explorer": {"t4": "about 6 minutes", "a100": "about 12 minutes"},
+    "08_are_language_neurons_real": {"t4": "about 10 minutes", "a100": "about 25 minutes"},
 }
 """Expected minutes per chapter on the GPU profiles, Colab's install and the model download included.
 These are estimates written by hand from the work each chapter does, not measurements: no T4 or A100 is

@@ -101,6 +101,13 @@ def alignment_pairs(problems: Sequence[Problem]) -> list[tuple[str, str]]:
     return [(alignment_prompt(p), " " + p.question_en) for p in problems]
 
 
+def training_problems(langs: Sequence[str], per_lang: int, start: int = 200) -> list[Problem]:
+    """The book's alignment training questions: MSVAMP items from `start` on, each language its own `per_lang` items
+    (MSVAMP is parallel; the same English question should not be a target twice)."""
+    return [p for k, lang in enumerate(langs)
+            for p in data.problems("msvamp", lang, range(start + k * per_lang, start + (k + 1) * per_lang))]
+
+
 def control_pairs(problems: Sequence[Problem], kind: str = "shuffled", seed: int = 0) -> list[tuple[str, str]]:
     """Training pairs of the same form and size as `alignment_pairs` that carry no cross-lingual signal: the
     noise floor of an alignment experiment. kind="shuffled": each question paired with the English version of

@@ -107,6 +107,19 @@ class Stages:
                            "general, max per layer": max(self.general[part])}
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis("stage")
 
+    def upper_share(self, fraction: float = 1 / 3) -> float:
+        """The share of all specific + related neurons that sit in the last `fraction` of the layers."""
+        lang = np.asarray(self.specific) + np.asarray(self.related)
+        return float(lang[round((1 - fraction) * self.layers):].sum() / max(lang.sum(), 1))
+
+    def last_step(self) -> pd.DataFrame:
+        """Specific, related, their total and general neurons in the last two layers, and the change."""
+        frame = pd.DataFrame({kind: getattr(self, kind)[-2:] for kind in ("specific", "related", "general")},
+                             index=pd.Index([self.layers - 2, self.layers - 1], name="layer"))
+        frame.insert(2, "specific + related", frame["specific"] + frame["related"])
+        frame.loc["change"] = frame.iloc[1] - frame.iloc[0]
+        return frame
+
     def table(self) -> pd.DataFrame:
         """Per layer: the counts used, the language share and the stage label."""
         return pd.DataFrame({"specific": self.specific, "related": self.related, "general": self.general,
@@ -364,3 +377,23 @@ def others_above(above: torch.Tensor, langs: Sequence[str]) -> pd.DataFrame:
     k = len(langs)
     rows = {lang: torch.bincount(n[flat[:, i]] - 1, minlength=k)[:k].tolist() for i, lang in enumerate(langs)}
     return pd.DataFrame.from_dict(rows, orient="index", columns=pd.Index(range(k), name="other languages above τ"))
+
+
+def sharing_table(probs: torch.Tensor, ident) -> pd.DataFrame:
+    """Per language, how widely its neurons are shared (the paper's explanation of English, Sec. 5.4): its neurons
+    above τ; the % of them above τ in 8 or 9 other languages, and in exactly 8; the % of the neurons above τ in
+    exactly K − 1 languages that miss this one; and the mean number of languages of its related neurons."""
+    langs, k = ident.langs, len(ident.langs)
+    above = (probs > ident.tau).reshape(-1, k)
+    table = others_above(above, langs)
+    nearly = above[above.sum(-1) == k - 1]
+    related_n = []
+    for lang in langs:
+        pairs = ident.neurons("related", lang)
+        related_n.append(float(ident.n_above[pairs[:, 0], pairs[:, 1]].float().mean()) if len(pairs) else 0.0)
+    total = table.sum(axis=1).clip(lower=1)
+    return pd.DataFrame({"above τ": table.sum(axis=1),
+                         "% in 8 or 9 others": 100 * (table[k - 2] + table[k - 1]) / total,
+                         "% in exactly 8 others": 100 * table[k - 2] / total,
+                         "% of N = 9 neurons missing it": 100 * (~nearly).sum(0).numpy() / max(len(nearly), 1),
+                         "mean N of its related neurons": related_n}, index=pd.Index(langs, name="language"))

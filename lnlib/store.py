@@ -79,7 +79,7 @@ def _digest(tensors: Mapping[str, torch.Tensor], record: dict) -> str:
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
@@ -92,7 +92,12 @@ def save(path: str | os.PathLike, kind: str, tensors: Mapping[str, torch.Tensor]
         raise ValueError(f"unknown kind {kind!r}; known: {', '.join(FORMATS)}")
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     header = {"kind": kind, "version": FORMATS[kind], **record}
-    header["sha256"] = _digest(tensors, header)
+    try:
+        header["sha256"] = _digest(tensors, header)
+    except (TypeError, ValueError) as exc:  # json refuses the value; nothing has been written
+        raise ValueError(f"cannot save {path}: its record (e.g. the provenance) must hold JSON values only "
+                         f"(texts, numbers, lists, dicts), but {exc}; convert tensors with .tolist() or "
+                         ".item()") from exc
     with atomic_path(path, overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={KEY: json.dumps(header)})
     return Path(path)

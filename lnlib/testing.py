@@ -204,3 +204,13 @@ def check_perplexity(fn: Callable) -> None:
         cases += [(nll_sum, n_tokens, aggregation) for aggregation in ("official", "token")]
     check(fn, lambda nll, n, aggregation: evaluate.TextNLL(nll, n).perplexity(aggregation), cases,
           "perplexity", atol=1e-6)
+
+
+def check_diffmean(fn: Callable) -> None:
+    """fn(target_states [texts, hidden], source_states [texts, hidden]) -> [hidden]: the difference of the two
+    means, as `lnlib.controls.diffmean_direction` takes it."""
+    cases = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        cases.append((torch.randn(3 + seed, 8, generator=g), torch.randn(5, 8, generator=g) + 1.0))
+    check(fn, lambda t, s: t.mean(0) - s.mean(0), cases, "diffmean", atol=1e-6)

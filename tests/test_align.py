@@ -148,3 +148,24 @@ def test_a_diverging_run_stops_with_advice():
     model, tok = tiny_model("llama"), word_tokenizer()
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         align.align(model, tok, PAIRS, align.AlignConfig(steps=6, batch_size=2, lr=1e30), progress=False)
+
+
+def test_a_cached_run_is_applied_instead_of_trained_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("LNLIB_CACHE_DIR", str(tmp_path))
+    config = align.AlignConfig(steps=4, batch_size=2, lr=1e-2, checkpoint_every=2)
+    first_model, tok = tiny_model("llama"), word_tokenizer()
+    first = align.aligned(first_model, tok, PAIRS, config, {"note": "x"}, progress=False)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("the cached run should have been applied")
+
+    monkeypatch.setattr(align, "align", must_not_train)
+    second_model = tiny_model("llama")
+    second = align.aligned(second_model, tok, PAIRS, config, progress=False)
+    assert second.losses == first.losses and [s for s, _ in second.checkpoints] == [2]
+    assert all(torch.equal(a, b) for a, b in zip(first_model.state_dict().values(),
+                                                  second_model.state_dict().values(), strict=True))
+    monkeypatch.undo()
+    monkeypatch.setenv("LNLIB_CACHE_DIR", str(tmp_path))
+    other = align.aligned(tiny_model("llama"), tok, PAIRS[:2], config, progress=False)  # other examples: trained
+    assert other.losses != first.losses

@@ -123,3 +123,11 @@ def test_a_damaged_entry_is_reported_and_recomputed(cached, damage):
         again = cache.cached_counts(model, tok, EXAMPLES, progress=False)
     assert torch.equal(again["de"].over_zero, first["de"].over_zero)
     assert cache.cached_counts(model, tok, EXAMPLES)["de"].n_tokens == first["de"].n_tokens  # rewritten whole
+
+
+def test_scalar_buffers_and_parameters_are_hashed():
+    model, tok = tiny_model("llama"), word_tokenizer()
+    model.register_buffer("scale", torch.tensor(1.5))
+    before = cache.counts_key(model, tok, EXAMPLES)
+    model.scale.fill_(2.0)
+    assert cache.counts_key(model, tok, EXAMPLES) != before

@@ -59,8 +59,8 @@ def test_alignment_step_on_gpu():
 def test_explorer_top_tokens_match(pair):
     cpu, gpu, tok = pair
     texts = [t for t in TEXTS if isinstance(t, str)]
-    a = explorer.top_activating_tokens(cpu, tok, texts, layer=1, neuron=3, k=3, batch_size=2)
-    b = explorer.top_activating_tokens(gpu, tok, texts, layer=1, neuron=3, k=3, batch_size=2)
+    a = explorer.top_activating_tokens(cpu, tok, texts, [(1, 3)], k=3, batch_size=2)[(1, 3)]
+    b = explorer.top_activating_tokens(gpu, tok, texts, [(1, 3)], k=3, batch_size=2)[(1, 3)]
     assert [t for t, _, _ in a] == [t for t, _, _ in b]
     assert [v for _, v, _ in a] == pytest.approx([v for _, v, _ in b], abs=1e-4)
 

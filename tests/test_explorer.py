@@ -28,9 +28,12 @@ def test_top_activating_tokens_match_a_manual_forward():
     handle.remove()
     flat = sorted(((v, t) for vals, text in zip(values, TEXTS, strict=True)
                    for v, t in zip(vals.tolist(), text.split(), strict=True)), reverse=True)
-    top = explorer.top_activating_tokens(model, tok, TEXTS, layer=1, neuron=5, k=3, batch_size=2)
+    tops = explorer.top_activating_tokens(model, tok, TEXTS, [(1, 5), (0, 2)], k=3, batch_size=2)
+    top = tops[(1, 5)]
     assert [t for t, _, _ in top] == [t for _, t in flat[:3]]
     assert [v for _, v, _ in top] == pytest.approx([v for v, _ in flat[:3]], abs=1e-5)
+    alone = explorer.top_activating_tokens(model, tok, TEXTS, [(0, 2)], k=3, batch_size=2)[(0, 2)]
+    assert alone == tops[(0, 2)]  # one pass for several neurons gives each its own tokens
 
 
 def test_report_figure_and_widget():

@@ -84,7 +84,7 @@ def test_ppl_grid_control_is_seeded_and_diagonal_only_when_asked():
     b = grids.ppl_grid(model, tok, texts, sets, control="diagonal", seed=1, progress=False)
     c = grids.ppl_grid(model, tok, texts, sets, control="diagonal", seed=2, progress=False)
     assert set(a.nll) == {("none", "en"), ("none", "de"), ("en", "en"), ("en", "de"), ("de", "en"), ("de", "de"),
-                          ("random:en", "en"), ("random:de", "de")}
+                          ("random:en#0", "en"), ("random:de#0", "de")}
     rand = a.ppl(control=True)
     assert math.isnan(rand.loc["en", "de"]) and rand.loc["en", "en"] == b.ppl(control=True).loc["en", "en"]
     assert rand.loc["de", "de"] != c.ppl(control=True).loc["de", "de"]
@@ -148,3 +148,16 @@ def test_accuracy_grid_runs_generation_on_a_tiny_model():
     assert grid.accuracy().shape == (2, 2) and ((grid.accuracy() >= 0) & (grid.accuracy() <= 1)).all().all()
     assert all(len(texts) == 2 for texts in grid.outputs.values())
     assert hooks.hook_count(model) == 0
+
+
+def test_several_random_controls_are_averaged_and_resampled_together():
+    model, tok = tiny_model("llama"), word_tokenizer()
+    texts = {k: v for k, v in TEXTS.items() if k != "fr"}
+    sets = {k: v for k, v in _sets(model).items() if k != "fr"}
+    grid = grids.ppl_grid(model, tok, texts, sets, control="diagonal", controls=3, seed=4, progress=False)
+    singles = [grid.nll[(f"random:de#{i}", "de")].perplexity() for i in range(3)]
+    assert len(set(singles)) == 3  # three different random sets
+    assert grid.ppl(control=True).loc["de", "de"] == pytest.approx(sum(singles) / 3)
+    half = grid.resample({"en": torch.tensor([0, 0]), "de": torch.tensor([1, 1])})
+    assert half.controls == 3 and half.n_texts("de") == 2
+    assert half.ppl().loc["none", "de"] == pytest.approx(grid.nll[("none", "de")].subset([1]).perplexity())

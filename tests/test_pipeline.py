@@ -85,3 +85,18 @@ def test_released_statistics_recover_the_paper_lambda(data_dir):
     study = pipeline.from_released()
     assert study.lam == data.RELEASED_LAMBDA and study.interval == (0.0, 0.2)
     assert study.provenance["revision"] == data.RELEASED_REVISION
+
+
+def test_first_texts_equal_counting_only_those_texts(word_data):
+    model, tok = tiny_model("llama"), word_tokenizer()
+    study = pipeline.language_neurons(model, tok, word_data, pipeline.Settings(rate=0.05), progress=False)
+    first = study.first_texts(4)
+    alone = pipeline.language_neurons(model, tok, word_data.replace(
+        sources=(protocols.Source("words", range(0, 4)), protocols.Source("words", range(8, 12)))),
+        pipeline.Settings(rate=0.05), progress=False)
+    assert list(first.by_source) == list(alone.by_source)
+    for label in first.by_source:
+        for lang in data.LANGS:
+            a, b = first.by_source[label][lang], alone.by_source[label][lang]
+            assert torch.equal(a.over_zero, b.over_zero) and a.n_tokens == b.n_tokens and a.n_groups == b.n_groups
+    assert pipeline.paired_bootstrap(first, alone, lambda x, y: float(x.n_general - y.n_general), n=3).value == 0
