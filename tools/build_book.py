@@ -1,0 +1,101 @@
+"""Execute the book's chapters one at a time, saying which is running and how long each took, and record their
+minutes and model work (tokens) for the instructor page and the chapters' Compute tables.
+
+Chapters are executed into the same jupyter-cache that `jupyter-book build` reads (execute_notebooks: cache), so
+the book build that follows re-executes nothing; a chapter whose code did not change since its last execution is
+not run again; the first chapter that fails stops the build. Usage: python tools/build_book.py
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import yaml
+from jupyter_cache import get_cache
+from jupyter_cache.base import CacheBundleIn
+from jupyter_cache.executors.utils import single_nb_execution
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from lnlib import book, profiles, store  # noqa: E402
+
+CACHE = ROOT / "_build" / ".jupyter_cache"
+GENERATED = ROOT / "book" / "generated" / "compute.md"
+
+
+def chapters() -> list[Path]:
+    """The notebooks of the table of contents, in its order."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").is_file()]
+
+
+def execute(path: Path, cache, timeout: int) -> dict | None:
+    """Execute one chapter into the cache; its minutes and tokens, or None when it was cached already."""
+    notebook = nbformat.read(path, as_version=4)
+    try:
+        cache.match_cache_notebook(notebook)
+        return None
+    except KeyError:
+        pass
+    record = cache.add_nb_to_project(str(path))
+    with tempfile.TemporaryDirectory() as scratch:
+        tokens_file = Path(scratch) / "work.json"
+        os.environ["LNLIB_RECORD"] = str(tokens_file)
+        result = single_nb_execution(notebook, cwd=str(path.parent), allow_errors=False, timeout=timeout,
+                                     meta_override=True)
+        del os.environ["LNLIB_RECORD"]
+        tokens = json.loads(tokens_file.read_text()) if tokens_file.is_file() else {"forward": 0, "train": 0}
+    if result.err is not None:
+        raise SystemExit(f"{path.name} failed:\n{result.exc_string}")
+    cache.cache_notebook_bundle(CacheBundleIn(notebook, record.uri, data={"execution_seconds": result.time}),
+                                check_validity=False, overwrite=True)
+    return {"minutes": round(result.time / 60, 2), **tokens, "date": datetime.date.today().isoformat()}
+
+
+def compute_page(records: dict, profile: str) -> str:
+    """The instructor page's table: per chapter, minutes and model work of the latest build on `profile`."""
+    lines = ["| chapter | minutes | forward tokens | training tokens | measured |", "|---|---|---|---|---|"]
+    total = {"minutes": 0.0, "forward": 0, "train": 0}
+    for path in chapters():
+        r = records.get(path.stem, {}).get(profile)
+        if r is None:
+            lines.append(f"| {{doc}}`/notebooks/{path.stem}` | – | – | – | not yet |")
+            continue
+        lines.append(f"| {{doc}}`/notebooks/{path.stem}` | {r['minutes']:.1f} | {r['forward']:,} | {r['train']:,} | "
+                     f"{r['date']} |")
+        for key in total:
+            total[key] += r[key]
+    lines.append(f"| all chapters | {total['minutes']:.1f} | {total['forward']:,} | {total['train']:,} | |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    profile = profiles.detect_profile()
+    cache = get_cache(str(CACHE))
+    records = book.records()
+    start = time.perf_counter()
+    for path in chapters():
+        print(f"[book] {path.stem}: executing ...", flush=True)
+        began = time.perf_counter()
+        measured = execute(path, cache, timeout=1800)
+        if measured is None:
+            print(f"[book] {path.stem}: unchanged since its last execution (cached)", flush=True)
+            continue
+        records.setdefault(path.stem, {})[profile] = measured
+        store.write_text(book.RECORDS, json.dumps(records, indent=1, sort_keys=True) + "\n")
+        print(f"[book] {path.stem}: done in {(time.perf_counter() - began) / 60:.1f} minutes, "
+              f"{measured['forward']:,} forward and {measured['train']:,} training tokens", flush=True)
+    store.write_text(GENERATED, compute_page(records, profile))
+    print(f"[book] all chapters executed or cached in {(time.perf_counter() - start) / 60:.1f} minutes", flush=True)
+
+
+if __name__ == "__main__":
+    main()
