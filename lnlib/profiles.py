@@ -82,6 +82,7 @@ GPU_MINUTES: dict[str, dict[str, str]] = {
     "06_spontaneous_alignment": {"t4": "not estimated (see the chapter)", "a100": "not estimated (see the chapter)"},
     "07_neuron_explorer": {"t4": "about 6 minutes", "a100": "about 12 minutes"},
     "08_are_language_neurons_real": {"t4": "about 10 minutes", "a100": "about 25 minutes"},
+    "09_running_at_scale": {"t4": "about 3 minutes", "a100": "about 8 minutes (six loads of a 7B model)"},
 }
 """Expected minutes per chapter on the GPU profiles, Colab's install and the model download included.
 These are estimates written by hand from the work each chapter does, not measurements: no T4 or A100 is

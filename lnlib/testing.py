@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from lnlib import align, compare, counts, evaluate, explorer, identify, stages
+from lnlib import align, compare, counts, distributed, evaluate, explorer, identify, stages
 from lnlib.data import LANGS
 
 
@@ -214,3 +214,10 @@ def check_diffmean(fn: Callable) -> None:
         g = torch.Generator().manual_seed(seed)
         cases.append((torch.randn(3 + seed, 8, generator=g), torch.randn(5, 8, generator=g) + 1.0))
     check(fn, lambda t, s: t.mean(0) - s.mean(0), cases, "diffmean", atol=1e-6)
+
+
+def check_shard_bounds(fn: Callable) -> None:
+    """fn(n, rank, size) -> (start, stop): rank's contiguous share of n items, as `lnlib.distributed.shard_bounds`
+    splits them (sizes differ by at most one; the shares in rank order are the items in order)."""
+    cases = [(n, rank, size) for n, size in ((10, 3), (7, 2), (2, 4), (0, 2), (250, 8)) for rank in range(size)]
+    check(fn, lambda n, rank, size: tuple(distributed.shard_bounds(n, rank, size)), cases, "shard bounds", atol=0)

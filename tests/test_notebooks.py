@@ -17,6 +17,7 @@ import lnlib
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import release  # noqa: E402
+
 import student  # noqa: E402
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -152,7 +153,7 @@ def test_student_edition_has_no_solution_text_and_with_the_solutions_is_the_chap
     edition = _cells(ROOT / "student" / path.name)
     kept = [c for c in chapter if not (c["cell_type"] == "markdown" and "solution" in _tags(c))]
     assert len(kept) == len(edition), f"student/{path.name}: cells differ from the chapter's; run make student"
-    for ours, theirs in zip(kept, edition):
+    for ours, theirs in zip(kept, edition, strict=True):
         assert "solution" not in _tags(theirs) and "<details>" not in _source(theirs)
         if "solution" in _tags(ours):
             assert theirs["metadata"]["nbgrader"]["solution"] is True

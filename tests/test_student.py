@@ -2,7 +2,6 @@
 write. Chapter 1 (no model) stands in for all: the structural tests of test_notebooks.py show that every student
 edition is its chapter with the solutions stubbed, and the chapters themselves run to the end under nbmake."""
 
-import os
 from pathlib import Path
 
 import nbformat
@@ -11,12 +10,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_student_edition_stops_at_its_first_stub_with_a_hint(data_dir, tmp_path):
+def test_student_edition_stops_at_its_first_stub_with_a_hint(data_dir, tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     path = ROOT / "student" / "01_finding_language_neurons.ipynb"
     nb = nbformat.read(path, as_version=4)
-    os.environ.setdefault("LNLIB_FAST", "1")
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    monkeypatch.setenv("LNLIB_FAST", "1")
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
     with pytest.raises(nbclient.exceptions.CellExecutionError) as failure:
         client.execute()
     message = str(failure.value)
