@@ -1,7 +1,9 @@
 """lnlib: language-neuron analysis for the book reproducing Zhang et al., "How does Alignment Enhance LLMs'
 Multilingual Capabilities? A Language Neurons Perspective" (AAAI 2026).
 
-Modules follow the data's path: data -> models -> capture -> identify -> intervene -> evaluate -> align -> plot.
+Modules follow the data's path: data -> models -> protocols -> capture -> counts -> identify -> pipeline ->
+intervene -> evaluate -> grids -> align -> compare -> plot; `distributed`, `runs` and `cli` take counting beyond one
+process (`python -m lnlib`).
 """
 
 from lnlib.config import cache_dir, fast_mode, offline

@@ -3,7 +3,10 @@ copied alone into an empty folder and executed there in fast mode, with no data 
 lnlib's real download path, every checksum verified, from a mirror of the data folder served on 127.0.0.1
 (`LNLIB_DATA_URL`, the variable readers use for their own mirror).
 
-    python tools/colab_like.py VENV_PYTHON DATA_FOLDER
+    python tools/colab_like.py VENV_PYTHON [DATA_FOLDER]
+
+Without DATA_FOLDER (a machine with no copy of the data, such as a GitHub runner) the data come from their
+upstream repositories instead, through the same code.
 
 The converted default model is taken from the usual cache (Colab converts it once per session; that path is what
 chapter 0 runs everywhere else); data go to a cache of their own, so every file is downloaded and checked.
@@ -30,7 +33,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def main(python: str, data: Path) -> int:
+def main(python: str, data: Path | None) -> int:
     sys.path.insert(0, str(ROOT))
     from lnlib.config import OFFLINE_ENVS, cache_dir
 
@@ -42,26 +45,32 @@ def main(python: str, data: Path) -> int:
             (cache / "models").symlink_to(cache_dir() / "models")
         for name in CHAPTERS:
             shutil.copy(ROOT / "notebooks" / name, folder / name)
-        port = free_port()
-        log = open(Path(scratch) / "server.log", "w")
-        server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                                   "--directory", str(data)], stdout=log, stderr=subprocess.STDOUT)
         # Online as on Colab (offline mode would refuse the download), with no data folder.
-        env = {k: v for k, v in os.environ.items() if k not in ("LNLIB_DATA_DIR", "PYTHONPATH", *OFFLINE_ENVS)}
-        env.update(LNLIB_DATA_URL=f"http://127.0.0.1:{port}", LNLIB_CACHE_DIR=str(cache), LNLIB_FAST="1",
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("LNLIB_DATA_DIR", "LNLIB_DATA_URL", "PYTHONPATH", *OFFLINE_ENVS)}
+        env.update(LNLIB_CACHE_DIR=str(cache), LNLIB_FAST="1",
                    JUPYTER_PATH=str(Path(python).parents[1] / "share" / "jupyter"))
-        try:
-            time.sleep(1)
-            done = subprocess.run([python, "-m", "pytest", "-p", "no:cacheprovider", "--nbmake",
-                                   "--nbmake-timeout=1800", *CHAPTERS], cwd=folder, env=env)
-        finally:
-            server.terminate()
-            server.wait()
-            log.close()
-        requests = [line for line in (Path(scratch) / "server.log").read_text().splitlines() if '"GET /' in line]
+        log_path = Path(scratch) / "server.log"
+        with open(log_path, "w") as log:
+            server = None
+            if data is not None:
+                port = free_port()
+                server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                                           "--directory", str(data)], stdout=log, stderr=subprocess.STDOUT)
+                env["LNLIB_DATA_URL"] = f"http://127.0.0.1:{port}"
+                time.sleep(1)
+            try:
+                done = subprocess.run([python, "-m", "pytest", "-p", "no:cacheprovider", "--nbmake",
+                                       "--nbmake-timeout=1800", *CHAPTERS], cwd=folder, env=env)
+            finally:
+                if server is not None:
+                    server.terminate()
+                    server.wait()
+        requests = [line for line in log_path.read_text().splitlines() if '"GET /' in line]
         files = sorted(p.relative_to(cache / "data").as_posix() for p in (cache / "data").rglob("*") if p.is_file()) \
             if (cache / "data").is_dir() else []
-        print(f"[colab-like] {len(requests)} downloads from the mirror; {len(files)} data files in the fresh cache")
+        origin = f"{len(requests)} downloads from the mirror" if data is not None else "data from upstream"
+        print(f"[colab-like] {origin}; {len(files)} data files downloaded and verified into the fresh cache")
         if done.returncode == 0 and not files:
             print("[colab-like] error: the chapters ran without downloading any data file")
             return 1
@@ -69,6 +78,6 @@ def main(python: str, data: Path) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (2, 3):
         raise SystemExit(__doc__)
-    raise SystemExit(main(sys.argv[1], Path(sys.argv[2]).resolve()))
+    raise SystemExit(main(sys.argv[1], Path(sys.argv[2]).resolve() if len(sys.argv) == 3 else None))
