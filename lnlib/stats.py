@@ -114,4 +114,5 @@ def proportion(hits: int, n: int, level: float = LEVEL) -> Estimate:
     p = hits / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), level, n)
+    # the interval contains p; min/max keep rounding from putting p outside it at 0 or 1
+    return Estimate(p, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)), level, n)
