@@ -9,7 +9,7 @@ GPU (when one is present): a randomly initialised model with the `a100` profile'
 bfloat16 counts random texts; its throughput is set against the bare body's on the same batches (target >= 0.9),
 with peak GPU memory. `--gpu-config tiny` runs the same code on a tiny configuration (a smoke test on CPU).
 
-Run: LNLIB_DATA_DIR=../shared/data .venv/bin/python bench/scale.py [--per-lang 8]
+Run: LNLIB_DATA_DIR=../shared/data .venv/bin/python bench/scale.py [--per-lang 32]
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def run_cpu(per_lang: int) -> None:
     for name, r in results.items():
         seconds = r["count_s"] + r["reduce_s"]
         print(f"{name}: {r['tokens']:,} counted tokens in {seconds:.1f} s = {r['tokens'] / seconds:,.0f} tokens/s "
-              f"(all-reduce {r['reduce_s'] * 1000:.0f} ms, {r['reduce_s'] / seconds:.1%} of the time)")
+              f"(all-reduce, with the wait for the slower rank: {r['reduce_s'] * 1000:.0f} ms, "
+              f"{r['reduce_s'] / seconds:.1%} of the time)")
     speedup = (one["count_s"] + one["reduce_s"]) / (two["count_s"] + two["reduce_s"])
     print(f"2 processes / 1 process throughput: {speedup:.2f}x; counts equal bit for bit: {equal}")
 
@@ -137,7 +138,7 @@ def main() -> None:
         worker(int(sys.argv[2]), sys.argv[3])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-lang", type=int, default=8, help="MGSM questions per language (CPU part)")
+    parser.add_argument("--per-lang", type=int, default=32, help="MGSM questions per language (CPU part)")
     parser.add_argument("--gpu-config", choices=("7b", "tiny"), default="7b")
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)

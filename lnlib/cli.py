@@ -164,10 +164,9 @@ def count(args) -> None:
         if target.exists() and not args.overwrite:
             raise FileExistsError(f"{target} exists; pass --overwrite to replace it, or choose another --out")
         examples, about = _examples(args)
-        if job:
-            examples = {lang: distributed.shard(exs, *job) for lang, exs in examples.items()}
         model, tokenizer = _load(args)
-        mine = runs.count_shard(model, tokenizer, examples, rank, out, args.checkpoint_every, args.resume,
+        part = distributed.Rank(*job) if job else rank  # a job of an array counts its part like a rank
+        mine = runs.count_shard(model, tokenizer, examples, part, out, args.checkpoint_every, args.resume,
                                 args.max_length, args.batch_size)
         total = distributed.all_reduce_counts(mine, rank)
         if rank.main:

@@ -9,7 +9,7 @@ several, through its rendezvous flags); this module only joins the group torchru
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -52,18 +52,12 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
-def shard_bounds(n: int, rank: int, size: int) -> tuple[int, int]:
-    """[start, stop) of rank's contiguous share of n items: sizes differ by at most one, nothing is padded or
-    repeated, and the shares in rank order are the items in their order."""
+def batch_share(n_batches: int, rank: int, size: int) -> list[int]:
+    """The batches (indices into a plan of n_batches, sorted by length) that rank counts: every size-th from rank
+    on, so that short and long batches are dealt out evenly; nothing is padded or repeated."""
     if not 0 <= rank < size:
         raise ValueError(f"rank must be in [0, {size}), got {rank}")
-    return rank * n // size, (rank + 1) * n // size
-
-
-def shard(items: Sequence, rank: int, size: int) -> Sequence:
-    """Rank's contiguous share of `items` (see `shard_bounds`)."""
-    start, stop = shard_bounds(len(items), rank, size)
-    return items[start:stop]
+    return list(range(rank, n_batches, size))
 
 
 def all_reduce_counts(counts: Mapping[str, ActivationCounts], rank: Rank) -> dict[str, ActivationCounts]:

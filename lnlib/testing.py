@@ -216,8 +216,11 @@ def check_diffmean(fn: Callable) -> None:
     check(fn, lambda t, s: t.mean(0) - s.mean(0), cases, "diffmean", atol=1e-6)
 
 
-def check_shard_bounds(fn: Callable) -> None:
-    """fn(n, rank, size) -> (start, stop): rank's contiguous share of n items, as `lnlib.distributed.shard_bounds`
-    splits them (sizes differ by at most one; the shares in rank order are the items in order)."""
+def check_batch_share(fn: Callable) -> None:
+    """fn(n_batches, rank, size) -> the batch indices rank counts, as `lnlib.distributed.batch_share` deals them."""
     cases = [(n, rank, size) for n, size in ((10, 3), (7, 2), (2, 4), (0, 2), (250, 8)) for rank in range(size)]
-    check(fn, lambda n, rank, size: tuple(distributed.shard_bounds(n, rank, size)), cases, "shard bounds", atol=0)
+    for case in cases:
+        if list(fn(*case)) != distributed.batch_share(*case):
+            raise AssertionError(f"batch share: inputs (n_batches, rank, size) = {case}\n  expected: "
+                                 f"{distributed.batch_share(*case)}\n  got: {list(fn(*case))}")
+    print(f"batch share: all {len(cases)} cases match the reference")

@@ -17,7 +17,7 @@ import torch
 from tiny_models import tiny_model, word_tokenizer
 
 from lnlib import capture, cli, counts, identify, models, runs
-from lnlib.distributed import Rank, shard, shard_bounds
+from lnlib.distributed import Rank, batch_share
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -50,9 +50,11 @@ def _expected_examples(data):
     return by_lang
 
 
-def _expected(model_dir, data):
+def _expected(model_dir, data, batch_size=8):
+    """One process, the library directly: the same batches as every split run of the command line."""
     model, tokenizer = models.load_model(model_dir, device="cpu")
-    return capture.count_by_language(model, tokenizer, _expected_examples(data), progress=False)
+    return capture.count_by_language(model, tokenizer, _expected_examples(data), batch_size=batch_size,
+                                     progress=False)
 
 
 def _same(a, b):
@@ -66,14 +68,14 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 
 
-def test_shards_cover_every_item_once():
+def test_ranks_share_every_batch_once():
     for n in (0, 1, 5, 41):
         for size in (1, 2, 3, 7):
-            parts = [list(shard(range(n), r, size)) for r in range(size)]
-            assert sum(parts, []) == list(range(n))
+            parts = [batch_share(n, r, size) for r in range(size)]
+            assert sorted(sum(parts, [])) == list(range(n))
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
     with pytest.raises(ValueError, match="rank must be in"):
-        shard_bounds(5, 2, 2)
+        batch_share(5, 2, 2)
 
 
 def test_count_equals_the_library(setup, capsys):
@@ -81,7 +83,7 @@ def test_count_equals_the_library(setup, capsys):
     out = root / "one"
     assert cli.main(["count", "--model", str(model), "--data", str(data), "--out", str(out), "--batch-size", "4"]) == 0
     got, provenance = counts.load_counts(out / "counts.safetensors")
-    _same(got, _expected(model, data))
+    _same(got, _expected(model, data, batch_size=4))
     assert provenance["model"] == str(model) and provenance["data"] == ["texts.jsonl"] and provenance["ranks"] == 1
     assert "is" in capsys.readouterr().out
 
@@ -94,7 +96,7 @@ def test_two_torchrun_processes_equal_one(setup):
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     got, provenance = counts.load_counts(out / "counts.safetensors")
-    _same(got, _expected(model, data))
+    _same(got, _expected(model, data, batch_size=4))
     assert provenance["ranks"] == 2
 
 
@@ -119,7 +121,7 @@ def test_a_crashed_run_resumes_to_the_same_counts(setup, monkeypatch):
     calls = {"n": 0}
     real = runs.count_activations
 
-    def crash_on_fourth(*args, **kwargs):
+    def crash_on_fourth(*args, **kwargs):  # chunks of 16 (10 rounded up to whole batches of 8): is 16, 16, 9; fo 16
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
@@ -129,7 +131,7 @@ def test_a_crashed_run_resumes_to_the_same_counts(setup, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         runs.count_shard(model, tokenizer, examples, Rank(), folder, checkpoint_every=10)
     partial, saved = counts.load_counts(runs.checkpoint_path(folder, Rank()), kind=runs.CHECKPOINT)
-    assert saved["done"] == {"is": 30, "fo": 0, "kl": 0} and partial["is"].n_examples == 30
+    assert saved["done"] == {"is": 41, "fo": 0, "kl": 0} and partial["is"].n_examples == 41
     monkeypatch.setattr(runs, "count_activations", real)
     resumed = runs.count_shard(model, tokenizer, examples, Rank(), folder, checkpoint_every=10, resume=True)
     _same(resumed, _expected(model_dir, data))
@@ -157,7 +159,7 @@ def test_a_killed_process_resumes_to_the_same_counts(setup, tmp_path):
     done = subprocess.run(command + ["--resume"], env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     got, _ = counts.load_counts(out / "counts.safetensors")
-    _same(got, _expected(model, data))
+    _same(got, _expected(model, data, batch_size=4))
 
 
 def test_identify_and_ppl_grid_read_what_count_wrote(setup, tmp_path, capsys):
