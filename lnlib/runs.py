@@ -8,7 +8,8 @@ bit for bit, when every example is computed in the same batch: a neuron whose ac
 can flip with the batch an example is padded into (8 of 368,640 counters of Gemma 3 270M differed between batch
 sizes 1 and 8 on 80 texts). So ranks and chunks are cut along the batches of the one-process plan (examples sorted
 by length, then `batch_size` at a time, as `lnlib.batching.batches` forms them), and every run, however it is
-split, computes the same batches.
+split, computes the same batches. (On a CPU, the number of threads per process can change the rounding as well:
+compare runs made with the same number.)
 """
 
 from __future__ import annotations
