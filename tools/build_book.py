@@ -54,6 +54,7 @@ def execute(path: Path, cache, timeout: int) -> dict | None:
         del os.environ["LNLIB_RECORD"]
         tokens = json.loads(tokens_file.read_text()) if tokens_file.is_file() else {"forward": 0, "train": 0}
     if result.err is not None:
+        print(f"[book] {path.stem}: FAILED after {result.time / 60:.1f} minutes (the error follows)", flush=True)
         raise SystemExit(f"{path.name} failed:\n{result.exc_string}")
     cache.cache_notebook_bundle(CacheBundleIn(notebook, record.uri, data={"execution_seconds": result.time}),
                                 check_validity=False, overwrite=True)
