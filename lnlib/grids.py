@@ -310,6 +310,14 @@ class AccuracyGrid:
         return table.loc[list(self.names)] - table.loc[RESERVED]
 
 
+def _generated(generate, model: nn.Module, tokenizer, prompts, neurons, **options) -> list[str]:
+    """`generate`'s outputs with `neurons` switched off (None: the intact model)."""
+    if neurons is None:
+        return generate(model, tokenizer, prompts, **options)
+    with intervene.deactivate(model, neurons):
+        return generate(model, tokenizer, prompts, **options)
+
+
 def accuracy_grid(model: nn.Module, tokenizer, problems_by_lang: Mapping[str, Sequence], neuron_sets: Mapping,
                   prompt=mathoctopus_prompt, max_new_tokens: int = 256, batch_size: int = 8, stop=(),
                   tolerance: float = 1e-2, generate=generate_responses, progress: bool = True) -> AccuracyGrid:
@@ -331,11 +339,7 @@ def accuracy_grid(model: nn.Module, tokenizer, problems_by_lang: Mapping[str, Se
         problems = list(problems_by_lang[lang])
         prompts = [prompt(p) for p in problems]
         options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop, progress=False)
-        if neurons is None:
-            texts = generate(model, tokenizer, prompts, **options)
-        else:
-            with intervene.deactivate(model, neurons):
-                texts = generate(model, tokenizer, prompts, **options)
+        texts = _generated(generate, model, tokenizer, prompts, neurons, **options)
         outputs[(condition, lang)] = texts
         correct[(condition, lang)] = torch.tensor([is_correct_number(t, p.answer, tolerance)
                                                    for t, p in zip(texts, problems, strict=True)], dtype=torch.bool)
@@ -388,11 +392,7 @@ def continuation_languages(model: nn.Module, tokenizer, prompts_by_lang: Mapping
         if condition == "random":
             neurons = intervene.random_like(neurons, width, seed=seed + row)
         options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
-        if neurons is None:
-            out = generate_responses(model, tokenizer, prompts, **options)
-        else:
-            with intervene.deactivate(model, neurons):
-                out = generate_responses(model, tokenizer, prompts, **options)
+        out = _generated(generate_responses, model, tokenizer, prompts, neurons, **options)
         texts[(condition, lang)] = out
         detected[(condition, lang)] = [detect_language(t) for t in out]
     return ContinuationLanguages(texts, detected, tuple(prompts_by_lang))
