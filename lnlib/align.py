@@ -36,7 +36,6 @@ from lnlib.cache import model_fingerprint
 from lnlib.config import cache_dir, progress_bar
 from lnlib.evaluate import target_logprobs
 
-
 # ----------------------------------------------------------------------------------------------
 # Training examples
 
@@ -207,7 +206,8 @@ class _Master:
     def __init__(self, params: dict[str, nn.Parameter]):
         self.params = list(params.values())
         self.half = any(p.dtype in (torch.float16, torch.bfloat16) for p in self.params)
-        self.copies = [p.detach().float().clone().requires_grad_(True) for p in self.params] if self.half else self.params
+        self.copies = ([p.detach().float().clone().requires_grad_(True) for p in self.params] if self.half
+                       else self.params)
         self.scale = 2.0 ** 16 if any(p.dtype == torch.float16 for p in self.params) else 1.0
         self.good = 0
 

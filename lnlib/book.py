@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-
 RECORDS = Path(__file__).with_name("build_records.json")
 """Minutes and model work (tokens) of each chapter in the latest `make book`, per profile."""
 

@@ -49,7 +49,8 @@ def tokenizer_fingerprint(tokenizer) -> str:
     and its special tokens."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     definition = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    parts = [type(tokenizer).__name__, definition, json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str),
+    parts = [type(tokenizer).__name__, definition,
+             json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str),
              json.dumps(getattr(tokenizer, "add_bos_token", None)), str(tokenizer.pad_token_id)]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 

@@ -80,11 +80,12 @@ def sensitivity(study: NeuronStudy, rates: Sequence[float] = (0.005, 0.01, 0.02,
 
 
 def released_resample(dataset: str = "mgsm", n: int = 20, seed: int = 0,
-                      settings: Settings = Settings(widen=None)) -> pd.DataFrame:
+                      settings: Settings | None = None) -> pd.DataFrame:
     """The paper's released statistics are totals per language; the texts behind them cannot be resampled. What
     can be: each neuron's count as a binomial draw over the response tokens, as if tokens were independent (they
     are not, so the spread is a lower bound). Per language and kind, the share of neurons kept (mean over `n`
-    draws, and the smallest)."""
+    draws, and the smallest). settings: the identification's (default: the paper's, no widening)."""
+    settings = Settings(widen=None) if settings is None else settings
     c = load_released_counts(dataset)
     full = from_counts({dataset: {lang: ActivationCounts((c.full - c.prefix)[..., k].clamp(min=0),
                                                           int(c.response_tokens[k]))

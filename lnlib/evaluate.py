@@ -97,7 +97,8 @@ def target_logprobs(model: nn.Module, batch: Batch, head=None, chunk_positions: 
     return rows, torch.cat(pieces).to(hidden.device) if pieces else h.new_zeros(0, dtype=torch.float32)
 
 
-def scatter_nll(n_texts: int, batch: Batch, rows: torch.Tensor, logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def scatter_nll(n_texts: int, batch: Batch, rows: torch.Tensor,
+                logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-text summed NLL [n_texts] (float64) and predicted tokens [n_texts] of one batch's scored tokens."""
     index = torch.tensor(batch.index)
     nll = torch.zeros(n_texts, dtype=torch.float64)
@@ -185,7 +186,8 @@ class AlignmentMetrics:
         for lang, nll in self.nll.items():
             part = nll if index is None else nll.subset(index[lang])
             hits = self.hit[lang] if index is None else self.hit[lang][index[lang]]
-            out[lang] = {"nll": float(part.nll_sum.sum() / part.n_tokens.sum()), "retrieval": float(hits.float().mean())}
+            out[lang] = {"nll": float(part.nll_sum.sum() / part.n_tokens.sum()),
+                         "retrieval": float(hits.float().mean())}
         return out
 
     def changes(self, after: AlignmentMetrics, n: int = 1000, seed: int = 0) -> dict:

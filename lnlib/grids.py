@@ -220,7 +220,8 @@ def ppl_grid(model: nn.Module, tokenizer, texts_by_lang: Mapping[str, Sequence],
         for batch in progress_bar(batches(tokenizer, texts, batch_size, max_length, models.input_device(model),
                                           encoded), "perplexity grid", progress):
             stored = {}
-            with hooks.on_layers(model, lambda layer, out: stored.__setitem__(layer, out), "block", raw=True):
+            with hooks.on_layers(model, lambda layer, out, stored=stored: stored.__setitem__(layer, out), "block",
+                                 raw=True):
                 hidden = runner(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
             rows, logp = target_logprobs(model, batch, head, chunk_positions, hidden)
             nll, tokens = scatter_nll(len(texts), batch, rows, logp)

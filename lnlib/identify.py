@@ -320,7 +320,8 @@ class Identification:
         """The paper's Table 3 comparison: `lang`'s specific and related neurons against the mean of the others."""
         counts = self.lang_counts()
         others = [other for other in self.langs if other != self.langs[self.lang_index(lang)]]
-        return {f"{lang} specific": int(counts.loc[lang, "specific"]), f"{lang} related": int(counts.loc[lang, "related"]),
+        return {f"{lang} specific": int(counts.loc[lang, "specific"]),
+                f"{lang} related": int(counts.loc[lang, "related"]),
                 "others, mean specific": float(counts.loc[others, "specific"].mean()),
                 "others, mean related": float(counts.loc[others, "related"].mean())}
 

@@ -188,7 +188,7 @@ class NeuronStudy:
         if not size or n % size:
             raise ValueError(f"n must be a multiple of the group size ({size}); counts are kept per group of texts")
         sources, by_source = [], {}
-        for source, (label, by_lang) in zip(self.texts.sources, self.by_source.items(), strict=True):
+        for source, by_lang in zip(self.texts.sources, self.by_source.values(), strict=True):
             kept = Source(source.dataset, range(source.items.start, source.items.start + min(n, len(source.items))))
             sources.append(kept)
             by_source[kept.label] = {lang: by_lang[lang].head(max(1, len(kept.items) // size)) for lang in self.langs}

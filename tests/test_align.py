@@ -4,8 +4,7 @@ import pytest
 import torch
 from tiny_models import tiny_model, word_tokenizer
 
-from lnlib import align
-from lnlib import hooks, models
+from lnlib import align, hooks, models
 
 PAIRS = [("w1 w2 w3", " w10 w11 w12"), ("w4 w5", " w13 w14"), ("w6 w7 w8 w9", " w15"), ("w2 w9", " w16 w17")]
 

@@ -1,11 +1,11 @@
 """lnlib.capture on tiny models: hook counts against a manual forward, response-only counting, padding, groups,
 hook removal and training mode."""
 
+import warnings
+
 import pytest
 import torch
 from tiny_models import tiny_model, word_tokenizer
-
-import warnings
 
 from lnlib import capture, hooks, models
 from lnlib.batching import SkippedWarning

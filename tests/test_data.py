@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lnlib import data
-from lnlib.counts import load_released_probs
 from lnlib.config import OFFLINE_ENVS
+from lnlib.counts import load_released_probs
 from lnlib.data import LANG_NAMES, LANGS
 
 

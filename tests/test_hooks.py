@@ -37,7 +37,7 @@ def test_edits_mark_the_model_and_reading_hooks_do_not():
 
 
 def test_a_reading_hook_may_not_change_outputs():
-    model, tok = tiny_model("llama"), word_tokenizer()
+    model = tiny_model("llama")
     with pytest.raises(RuntimeError, match="edits=True"), torch.no_grad(), \
             hooks.on_layers(model, lambda layer, out: out * 2):
         model(input_ids=torch.tensor([[1, 4, 5]]))

@@ -2,13 +2,13 @@
 protocol (generated answers, force-decoded) on two tiny checkpoints."""
 
 import pytest
-
-pytestmark = pytest.mark.filterwarnings("ignore::lnlib.identify.IntervalWarning")  # random tiny models
 import torch
 from tiny_models import tiny_model, word_tokenizer
 
 from lnlib import compare, data, models, pipeline, protocols
 from lnlib.data import Problem
+
+pytestmark = pytest.mark.filterwarnings("ignore::lnlib.identify.IntervalWarning")  # random tiny models
 
 
 @pytest.fixture

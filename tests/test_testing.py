@@ -98,7 +98,6 @@ def test_separation_rejects_the_gap_between_the_two_largest():
 
 
 def test_overlap_check_accepts_the_reference_and_rejects_the_reversed_ratio():
-    from lnlib import identify
 
     testing.check_overlap(lambda a, b, kind: 100 * compare.overlap_ratio(a, b, kind))
     with pytest.raises(AssertionError, match="overlap: case"):
