@@ -43,6 +43,11 @@ def stability(study: NeuronStudy, n: int = 50, seed: int = 0) -> pd.DataFrame:
     `n` bootstrap resamples, with a 95 % interval), and when the texts are split into two disjoint halves (the
     overlap of the halves' identifications, the first half as reference; NaN where a source has fewer than two
     groups of texts in a language). Each identification uses the study's settings, AutoSweep included."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a whole number of resamples, at least 1; got {n!r}")
+    if study.texts is None:
+        raise ValueError("stability resamples the texts, but this study has none (released totals or a study "
+                         "rebuilt from counts); for the released statistics use controls.released_resample")
     generator = torch.Generator().manual_seed(seed)
     boot = [_overlaps(study.ident, study.settings.run(study.resampled_probs(generator), study.langs))
             for _ in range(n)]
@@ -129,7 +134,11 @@ def hygiene(texts_by_lang: Mapping[str, Sequence[str]]) -> pd.DataFrame:
 
 def without_flagged(study: NeuronStudy, flagged: Mapping[str, Mapping[str, Sequence[int]]]) -> NeuronStudy:
     """The study with every group of texts that holds a flagged text left out. flagged: source label -> language
-    -> positions of the flagged texts within the source. Texts are counted in groups, so whole groups go."""
+    -> positions of the flagged texts within the source. Texts are counted in groups, so whole groups go. The
+    result keeps no per-text record, so it cannot be resampled again."""
+    if study.texts is None:
+        raise ValueError("without_flagged needs the study's texts (their group size), and this study has none; "
+                         "build it with pipeline.language_neurons")
     size = study.texts.group_size
     by_source = {}
     for label, by_lang in study.by_source.items():
@@ -137,7 +146,10 @@ def without_flagged(study: NeuronStudy, flagged: Mapping[str, Mapping[str, Seque
         for lang in study.langs:
             bad = {i // size for i in flagged.get(label, {}).get(lang, [])}
             keep = torch.tensor([g for g in range(by_lang[lang].n_groups) if g not in bad], dtype=torch.int64)
-            by_source[label][lang] = by_lang[lang].select(keep) if len(keep) else by_lang[lang]
+            if not len(keep):
+                raise ValueError(f"every text of {lang!r} in {label!r} is flagged: nothing of it would be left to "
+                                 "count; unflag some texts or leave that source out of the study")
+            by_source[label][lang] = by_lang[lang].select(keep)
     return from_counts(by_source, study.settings, None, study.provenance)
 
 
