@@ -21,15 +21,21 @@ endif
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt constraints-cpu.txt pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check $(PIP_OPTS) \
-		-r requirements.txt -c constraints-cpu.txt -e .
-	@if $(PY) -m pip list --format=freeze 2>/dev/null | grep -i '^nvidia-'; then \
-		echo "error: CUDA wheels were installed on this machine (listed above); install the CPU build" \
+# A virtualenv with lnlib (editable) and the requirements under constraints, and its own Jupyter kernel:
+# $(call make_venv,FOLDER,CONSTRAINTS,KERNEL DISPLAY NAME); it refuses CUDA wheels on this CPU-only machine.
+define make_venv
+	test -x $(1)/bin/python || python3 -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --disable-pip-version-check $(PIP_OPTS) \
+		-r requirements.txt -c $(2) -e .
+	@if $(1)/bin/python -m pip list --format=freeze 2>/dev/null | grep -i '^nvidia-'; then \
+		echo "error: CUDA wheels were installed in $(1) (listed above); install the CPU build" \
 		     "of torch (see constraints-cpu.txt and PIP_OPTS) and run again"; exit 1; fi
-	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lnlib)" >/dev/null
+	$(1)/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "$(3)" >/dev/null
 	touch $@
+endef
+
+$(STAMP): requirements.txt constraints-cpu.txt pyproject.toml
+	$(call make_venv,$(VENV),constraints-cpu.txt,Python 3 (lnlib))
 
 book: setup
 	# TQDM_DISABLE: progress bars would be saved as widgets; LNLIB_STATIC: figures instead of live widgets.
@@ -72,14 +78,7 @@ OLDEST_ENV   := LNLIB_CACHE_DIR=$(abspath $(OLDEST_VENV))/lnlib-cache JUPYTER_PA
 .PHONY: test-oldest
 
 $(OLDEST_STAMP): requirements.txt constraints-oldest.txt pyproject.toml
-	test -x $(OLDEST_PY) || python3 -m venv $(OLDEST_VENV)
-	$(OLDEST_PY) -m pip install --quiet --disable-pip-version-check $(PIP_OPTS) \
-		-r requirements.txt -c constraints-oldest.txt -e .
-	@if $(OLDEST_PY) -m pip list --format=freeze 2>/dev/null | grep -i '^nvidia-'; then \
-		echo "error: CUDA wheels were installed in $(OLDEST_VENV) (listed above); install the CPU build" \
-		     "of torch (see constraints-cpu.txt and PIP_OPTS) and run again"; exit 1; fi
-	$(OLDEST_PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lnlib, oldest)" >/dev/null
-	touch $@
+	$(call make_venv,$(OLDEST_VENV),constraints-oldest.txt,Python 3 (lnlib at the oldest versions))
 
 test-oldest: $(OLDEST_STAMP)
 	$(OLDEST_ENV) $(OLDEST_PY) -m pytest tests -p no:cacheprovider --ignore=tests/test_notebooks.py
