@@ -41,6 +41,7 @@ book: setup
 	# TQDM_DISABLE: progress bars would be saved as widgets; LNLIB_STATIC: figures instead of live widgets.
 	# build_book.py executes the chapters one by one (saying which and how long) into the cache the build reads.
 	TQDM_DISABLE=1 LNLIB_STATIC=1 $(PY) tools/build_book.py
+	$(PY) tools/answer_key.py
 	TQDM_DISABLE=1 LNLIB_STATIC=1 $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 	$(PY) tools/check_links.py _build/html
 	@if grep -l 'application/vnd.jupyter.widget-view' _build/html/notebooks/*.html; then \

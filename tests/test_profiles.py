@@ -95,3 +95,9 @@ def test_instructor_page_shows_the_gpu_minutes():
                                               "print(profiles.minutes_table())'`")
     # the CPU minutes and tokens are measured at build time: tools/build_book.py writes book/generated/compute.md
     assert "```{include} generated/compute.md" in text
+
+
+def test_instructor_page_shows_every_chapters_answer_key():
+    text = (ROOT / "book/instructors.md").read_text()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):  # written by tools/answer_key.py in make book
+        assert f"```{{include}} generated/answers/{path.stem}.md" in text, f"no answer key for {path.stem}"
