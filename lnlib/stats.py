@@ -81,12 +81,17 @@ def bootstrap(statistic: Callable[[Mapping[str, torch.Tensor] | None], object], 
     return estimate(full, draws, level)
 
 
-def verdict(effect: Estimate, expected_sign: int, noise: float = 0.0) -> str:
+def verdict(effect: Estimate, expected_sign: int, noise: float = 0.0, beyond: Estimate | None = None) -> str:
     """"agrees" or "disagrees" with an effect of `expected_sign` (+1 or −1), or "inconclusive" when the interval
-    spans zero or the effect's size is within `noise` (the noise floor, in the effect's units)."""
+    spans zero or the effect's size is within `noise` (the noise floor, in the effect's units). beyond: the effect
+    minus the control's, bootstrapped over the same texts; also inconclusive when its interval spans zero or it
+    points the other way (the effect does not stand out from the control)."""
     if expected_sign not in (1, -1):
         raise ValueError(f"expected_sign must be +1 or -1, got {expected_sign}")
     if math.isnan(effect.lo) or effect.spans_zero() or abs(effect.value) <= abs(noise):
+        return "inconclusive"
+    if beyond is not None and (math.isnan(beyond.lo) or beyond.spans_zero()
+                               or (beyond.value > 0) != (effect.value > 0)):
         return "inconclusive"
     return "agrees" if (effect.value > 0) == (expected_sign > 0) else "disagrees"
 
