@@ -155,7 +155,7 @@ class AlignConfig:
     """Settings of one alignment run.
 
     method: "question" (examples are (prompt, English question) pairs) or "dpo" (examples are
-    `PreferencePair`s); train: which parameters move ("mlp" or "all"); steps of `batch_size` examples,
+    `PreferencePair` objects); train: which parameters move ("mlp" or "all"); steps of `batch_size` examples,
     drawn in a seeded order; lr: AdamW learning rate; beta: DPO temperature (MAPO's example: 0.1);
     checkpoint_every: save the trained parameters every so many steps (0: never).
     """

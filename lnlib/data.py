@@ -289,7 +289,7 @@ DATASETS: dict[str, Dataset] = {
 
 
 def register_dataset(dataset: Dataset) -> None:
-    """Teach lnlib a new dataset (its loader returns `Problem`s with the parallel English question)."""
+    """Teach lnlib a new dataset (its loader returns `Problem` objects with the parallel English question)."""
     DATASETS[dataset.name] = dataset
 
 

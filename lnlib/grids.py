@@ -322,7 +322,7 @@ def _generated(generate, model: nn.Module, tokenizer, prompts, neurons, **option
 def accuracy_grid(model: nn.Module, tokenizer, problems_by_lang: Mapping[str, Sequence], neuron_sets: Mapping,
                   prompt=mathoctopus_prompt, max_new_tokens: int = 256, batch_size: int = 8, stop=(),
                   tolerance: float = 1e-2, generate=generate_responses, progress: bool = True) -> AccuracyGrid:
-    """Greedy answers to `problems_by_lang` (lang -> `lnlib.data.Problem`s) with no intervention and with
+    """Greedy answers to `problems_by_lang` (lang -> `lnlib.data.Problem` objects) with no intervention and with
     each set of `neuron_sets` switched off; an answer counts when its last number is within `tolerance` of
     the gold answer and `lnlib.langid.detect_language` finds the question's language (the paper's "correct and
     in the correct language"). prompt: Problem -> text; generate: the generation function (tests pass a stub)."""

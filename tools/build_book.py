@@ -45,6 +45,7 @@ def execute(path: Path, cache, timeout: int) -> dict | None:
         return None
     except KeyError:
         pass
+    print(f"[book] {path.stem}: executing ...", flush=True)
     record = cache.add_nb_to_project(str(path))
     with tempfile.TemporaryDirectory() as scratch:
         tokens_file = Path(scratch) / "work.json"
@@ -84,7 +85,6 @@ def main() -> None:
     records = book.records()
     start = time.perf_counter()
     for path in chapters():
-        print(f"[book] {path.stem}: executing ...", flush=True)
         began = time.perf_counter()
         measured = execute(path, cache, timeout=1800)
         if measured is None:
