@@ -300,8 +300,7 @@ def text_progress_bars():
     from tqdm import std
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
-    saved = getattr(gguf_utils, "tqdm", None)
-    gguf_utils.tqdm = std.tqdm
+    saved, gguf_utils.tqdm = gguf_utils.tqdm, std.tqdm
     try:
         yield
     finally:

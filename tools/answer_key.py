@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 import build_book  # noqa: E402
 
-from lnlib import identify, models, pipeline, profiles, stages, store  # noqa: E402
+from lnlib import identify, models, pipeline, profiles, stages, stats, store  # noqa: E402
 from lnlib.controls import released_resample  # noqa: E402
 from lnlib.counts import load_released_counts  # noqa: E402
 from lnlib.data import LANGS  # noqa: E402
@@ -123,16 +123,12 @@ def released_stability() -> str:
     for rate in (0.005, 0.02):
         kept = released_resample("mgsm", n=10, settings=pipeline.Settings(widen=None, rate=rate))
         mean = kept["kept (mean)"].unstack("kind")
-        rho = _rank_correlation(mean.mean(axis=1), tokens)
+        kept_share = mean.mean(axis=1)
+        rho = stats.partial_spearman(kept_share.values, tokens.reindex(kept_share.index).values, [])
         parts.append(f"**Rate {rate:.1%}** (10 draws; rank correlation of the mean kept share with the response "
-                     f"tokens: {rho:.2f}; least stable: {mean.mean(axis=1).idxmin()}):\n\n"
+                     f"tokens: {rho:.2f}; least stable: {kept_share.idxmin()}):\n\n"
                      f"{mean.join(tokens).round(3).to_markdown()}")
     return "\n\n".join(parts)
-
-
-def _rank_correlation(a: pd.Series, b: pd.Series) -> float:
-    """Spearman's rank correlation of two series over a's index."""
-    return float(a.rank().corr(b.reindex(a.index).rank()))
 
 
 COMPUTED = {"01_finding_language_neurons": {2: rate_sweep}, "04_four_stages": {2: threshold_map},
