@@ -67,8 +67,8 @@ def count_shard(model: nn.Module, tokenizer, examples_by_lang: Mapping[str, Sequ
 
     checkpoint_every: after every chunk of this many examples (rounded up to whole batches), save the counts so
     far to `folder`/checkpoints (atomically; 0: never). resume: start from this rank's checkpoint in `folder`
-    (refused when the model, tokenizer, examples, max_length or number of ranks changed). Progress shows on rank 0
-    only."""
+    (refused when the model, tokenizer, examples, max_length or number of ranks changed; a checkpoint write that a
+    kill interrupted is cleared away). Progress shows on rank 0 only."""
     if checkpoint_every < 0 or int(checkpoint_every) != checkpoint_every:
         raise ValueError(f"checkpoint_every must be a whole number of examples >= 0, got {checkpoint_every!r}")
     if (checkpoint_every or resume) and folder is None:
@@ -78,6 +78,8 @@ def count_shard(model: nn.Module, tokenizer, examples_by_lang: Mapping[str, Sequ
     done = dict.fromkeys(examples_by_lang, 0)
     if resume:
         path = checkpoint_path(folder, rank)
+        for stale in path.parent.glob(f".{path.name}.*.partial"):  # a write the kill interrupted
+            stale.unlink()
         if path.is_file():
             saved, record = load_counts(path, kind=CHECKPOINT)
             if record.get("run") != key:
