@@ -38,6 +38,15 @@ def test_equal_builds_are_the_same_though_they_ran_elsewhere_and_warned():
     assert result.same and result.compared == 6
 
 
+def test_compute_tables_and_temporary_folders_do_not_count():
+    table = "        minutes\ncpu     3.4 (measured 2026-12-03)\n\n        training tokens\ncpu     0"
+    old = _chapter(table, f"wrote {compare_builds.tempfile.gettempdir()}/run-ab12/one: 181 tokens")
+    new = _chapter(table.replace("3.4", "2.9").replace(" 0", " –"),
+                   f"wrote {compare_builds.tempfile.gettempdir()}/run-x9y8/one: 181 tokens")
+    result = _compare(old, new)
+    assert result.same and result.compared == 1
+
+
 def test_a_moved_number_is_listed_with_its_line_and_both_values():
     result = _compare(_chapter("Diagonal 5.84 (4.85 to 7.37)."), _chapter("Diagonal 5.91 (4.85 to 7.37)."))
     assert not result.same

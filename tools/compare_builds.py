@@ -3,9 +3,10 @@
 OLD and NEW are checkouts in which `make book` ran (each reads its own notebooks and `_build/.jupyter_cache`). For
 every chapter, what the book shows as text (the computed sentences, printed tables and lines; not figures or
 warnings) is split into lines; the lines of the two builds are matched by their wording with the numbers taken
-out, and every number that differs is listed. Lines that say where or when a build ran (versions, cache folder,
-the Compute table) are left out; numbers of seconds or minutes are listed apart as timings, which always move.
-The exit status is 1 when a number moved or a line is in one build only, so a refactoring can be checked with it.
+out, and every number that differs is listed. What says where or when a build ran is left out (the set-up line,
+the Compute table; temporary folders are masked); numbers of seconds or minutes are listed apart as timings,
+which always move. The exit status is 1 when a number moved or a line is in one build only, so a refactoring can
+be checked with it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import difflib
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +24,9 @@ from jupyter_cache import get_cache
 
 NUMBER = re.compile(r"(?<![\w.])[-−]?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?")
 TIMING = re.compile(r"\s*(s|seconds?|minutes?)\b")
-WHERE_OR_WHEN = re.compile(r"^lnlib \d+\.\d+|\(estimate\)|\(measured \d{4}-\d\d-\d\d\)|not measured yet")
+WHERE = re.compile(r"^lnlib \d+\.\d+")  # the set-up line: versions, device, cache folder
+COMPUTE_TABLE = re.compile(r"\(estimate\)|\(measured \d{4}-\d\d-\d\d\)")  # a table of the build's own minutes
+TEMPORARY = re.compile(re.escape(tempfile.gettempdir()) + r"/[^/\s]+")
 
 
 def shown_lines(nb) -> list[str]:
@@ -36,8 +40,10 @@ def shown_lines(nb) -> list[str]:
                 data = out.get("data", {})
                 text = data.get("text/markdown") or data.get("text/plain") or ""
             text = text if isinstance(text, str) else "".join(text)
-            lines += [line.strip() for line in text.splitlines()
-                      if line.strip() and not WHERE_OR_WHEN.search(line)]
+            if COMPUTE_TABLE.search(text):
+                continue
+            lines += [TEMPORARY.sub("<temporary folder>", line.strip()) for line in text.splitlines()
+                      if line.strip() and not WHERE.search(line)]
     return lines
 
 
