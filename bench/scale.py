@@ -62,7 +62,9 @@ def run_cpu(per_lang: int) -> None:
             out = str(Path(scratch) / f"{threads}.safetensors")
             env = {**os.environ, "OMP_NUM_THREADS": threads, "TQDM_DISABLE": "1"}
             done = subprocess.run([*launcher, __file__, WORKER, str(per_lang), out], env=env, capture_output=True,
-                                  text=True, check=True)
+                                  text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{done.stderr[-2000:]}")
             line = [line for line in done.stdout.splitlines() if line.startswith("{")][-1]
             results[name] = {**json.loads(line), "counts": counts.load_counts(out)[0]}
         one, two = results.values()
