@@ -16,7 +16,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 from jupyter_cache import get_cache
 
@@ -32,14 +31,6 @@ from lnlib.data import LANGS  # noqa: E402
 
 OUT = ROOT / "book" / "generated" / "answers"
 EXERCISE = re.compile(r"^\*\*(\d+\.[^*]+)\*\*", re.MULTILINE)  # an exercise's prompt: **2. Its title.**
-
-
-def executed(path: Path, cache) -> nbformat.NotebookNode | None:
-    """The chapter as executed in the build's cache, or None when its current code was never executed."""
-    try:
-        return cache.merge_match_into_notebook(nbformat.read(path, as_version=4))[1]
-    except KeyError:
-        return None
 
 
 def _printed(cell) -> str:
@@ -161,7 +152,7 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", identify.IntervalWarning)
         for path in build_book.chapters():
-            store.write_text(OUT / f"{path.stem}.md", chapter_key(path, executed(path, cache)))
+            store.write_text(OUT / f"{path.stem}.md", chapter_key(path, build_book.executed(path, cache)))
             print(f"[answers] {path.stem}", flush=True)
 
 

@@ -37,6 +37,14 @@ def chapters() -> list[Path]:
     return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").is_file()]
 
 
+def executed(path: Path, cache) -> nbformat.NotebookNode | None:
+    """The chapter at `path` as executed in `cache`, or None when its current code was never executed."""
+    try:
+        return cache.merge_match_into_notebook(nbformat.read(path, as_version=4))[1]
+    except KeyError:
+        return None
+
+
 def execute(path: Path, cache, timeout: int) -> dict | None:
     """Execute one chapter into the cache; its minutes and tokens, or None when it was cached already."""
     notebook = nbformat.read(path, as_version=4)

@@ -22,6 +22,9 @@ from pathlib import Path
 import nbformat
 from jupyter_cache import get_cache
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_book import executed  # noqa: E402
+
 NUMBER = re.compile(r"(?<![\w.])[-−]?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?")
 TIMING = re.compile(r"\s*(s|seconds?|minutes?)\b")
 WHERE = re.compile(r"^lnlib \d+\.\d+")  # the set-up line: versions, device, cache folder
@@ -93,10 +96,11 @@ def executed_chapters(root: Path) -> dict[str, nbformat.NotebookNode]:
     cache = get_cache(str(folder))
     chapters = {}
     for path in sorted((root / "notebooks").glob("*.ipynb")):
-        try:
-            chapters[path.stem] = cache.merge_match_into_notebook(nbformat.read(path, as_version=4))[1]
-        except KeyError:
+        nb = executed(path, cache)
+        if nb is None:
             print(f"{root.name}: {path.stem} was not executed in this build; left out", file=sys.stderr)
+        else:
+            chapters[path.stem] = nb
     return chapters
 
 
