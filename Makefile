@@ -23,9 +23,10 @@ setup: $(STAMP)
 
 # A virtualenv with lnlib (editable) and the requirements under constraints, and its own Jupyter kernel:
 # $(call make_venv,FOLDER,CONSTRAINTS,KERNEL DISPLAY NAME); it refuses CUDA wheels on this CPU-only machine.
+# --no-compile halves the install: Python byte-compiles the modules it imports when it first imports them.
 define make_venv
 	test -x $(1)/bin/python || python3 -m venv $(1)
-	$(1)/bin/python -m pip install --quiet --disable-pip-version-check $(PIP_OPTS) \
+	$(1)/bin/python -m pip install --quiet --no-compile --disable-pip-version-check $(PIP_OPTS) \
 		-r requirements.txt -c $(2) -e .
 	@if $(1)/bin/python -m pip list --format=freeze 2>/dev/null | grep -i '^nvidia-'; then \
 		echo "error: CUDA wheels were installed in $(1) (listed above); install the CPU build" \
@@ -99,7 +100,7 @@ COLAB_PY    := $(COLAB_VENV)/bin/python
 
 test-colab: setup
 	rm -rf $(COLAB_VENV) && python3 -m venv $(COLAB_VENV)
-	$(COLAB_PY) -m pip install --quiet --disable-pip-version-check $(PIP_OPTS) -c constraints-cpu.txt \
+	$(COLAB_PY) -m pip install --quiet --no-compile --disable-pip-version-check $(PIP_OPTS) -c constraints-cpu.txt \
 		. "nbmake>=1.5" "pytest>=8.0" "ipykernel>=6.0"
 	$(COLAB_PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(PY) tools/colab_like.py $(abspath $(COLAB_PY)) $(LNLIB_DATA_DIR)

@@ -59,7 +59,7 @@ def execute(path: Path, cache, timeout: int) -> dict | None:
         tokens_file = Path(scratch) / "work.json"
         os.environ["LNLIB_RECORD"] = str(tokens_file)
         result = single_nb_execution(notebook, cwd=str(path.parent), allow_errors=False, timeout=timeout,
-                                     meta_override=True)
+                                     meta_override=True, record_timing=True)
         del os.environ["LNLIB_RECORD"]
         tokens = json.loads(tokens_file.read_text()) if tokens_file.is_file() else {"forward": 0, "train": 0}
     if result.err is not None:
@@ -67,7 +67,20 @@ def execute(path: Path, cache, timeout: int) -> dict | None:
         raise SystemExit(f"{path.name} failed:\n{result.exc_string}")
     cache.cache_notebook_bundle(CacheBundleIn(notebook, record.uri, data={"execution_seconds": result.time}),
                                 check_validity=False, overwrite=True)
-    return {"minutes": round(result.time / 60, 2), **tokens, "date": datetime.date.today().isoformat()}
+    return {"minutes": round(result.time / 60, 2), **tokens, "date": datetime.date.today().isoformat(),
+            "slowest": slowest_cells(notebook)}
+
+
+def slowest_cells(notebook: nbformat.NotebookNode, n: int = 3) -> list[tuple[int, float]]:
+    """The `n` code cells that took longest, as (cell number, seconds), from the timing nbclient records."""
+    seconds = []
+    for number, cell in enumerate(notebook.cells):
+        timing = cell.get("metadata", {}).get("execution", {})
+        if "iopub.execute_input" in timing and "shell.execute_reply" in timing:
+            began, ended = (datetime.datetime.fromisoformat(timing[k].replace("Z", "+00:00"))
+                            for k in ("iopub.execute_input", "shell.execute_reply"))
+            seconds.append((number, (ended - began).total_seconds()))
+    return sorted(seconds, key=lambda item: -item[1])[:n]
 
 
 def compute_page(records: dict, profile: str) -> str:
@@ -98,10 +111,12 @@ def main() -> None:
         if measured is None:
             print(f"[book] {path.stem}: unchanged since its last execution (cached)", flush=True)
             continue
+        slowest = measured.pop("slowest")
         records.setdefault(path.stem, {})[profile] = measured
         store.write_text(book.RECORDS, json.dumps(records, indent=1, sort_keys=True) + "\n")
         print(f"[book] {path.stem}: done in {(time.perf_counter() - began) / 60:.1f} minutes, "
-              f"{measured['forward']:,} forward and {measured['train']:,} training tokens", flush=True)
+              f"{measured['forward']:,} forward and {measured['train']:,} training tokens; slowest cells: "
+              + ", ".join(f"{number} ({seconds / 60:.1f} min)" for number, seconds in slowest), flush=True)
     store.write_text(GENERATED, compute_page(records, profile))
     print(f"[book] all chapters executed or cached in {(time.perf_counter() - start) / 60:.1f} minutes", flush=True)
 
