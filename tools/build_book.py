@@ -65,10 +65,13 @@ def execute(path: Path, cache, timeout: int) -> dict | None:
     if result.err is not None:
         print(f"[book] {path.stem}: FAILED after {result.time / 60:.1f} minutes (the error follows)", flush=True)
         raise SystemExit(f"{path.name} failed:\n{result.exc_string}")
+    slowest = slowest_cells(notebook)
+    for cell in notebook.cells:  # the cache's key covers cell metadata: timing left in would never match again
+        cell.get("metadata", {}).pop("execution", None)
     cache.cache_notebook_bundle(CacheBundleIn(notebook, record.uri, data={"execution_seconds": result.time}),
                                 check_validity=False, overwrite=True)
     return {"minutes": round(result.time / 60, 2), **tokens, "date": datetime.date.today().isoformat(),
-            "slowest": slowest_cells(notebook)}
+            "slowest": slowest}
 
 
 def slowest_cells(notebook: nbformat.NotebookNode, n: int = 3) -> list[tuple[int, float]]:
