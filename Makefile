@@ -48,11 +48,18 @@ book: setup
 	@if grep -l 'application/vnd.jupyter.widget-view' _build/html/notebooks/*.html; then \
 		echo "error: the pages above show saved widgets, dead without a kernel (a progress bar?)"; exit 1; fi
 
+# The tests run in TEST_WORKERS processes of one thread each (pytest-xdist): in fast mode the chapters are small, and
+# two one-thread processes finish them in about half the time one two-thread process takes. The chapters are listed
+# first so that the longest start first. `make test TEST_WORKERS=1` runs them one after another.
+TEST_WORKERS ?= 2
+WORKERS  := -n $(TEST_WORKERS)
+PARALLEL := $(if $(filter 1,$(TEST_WORKERS)),,OMP_NUM_THREADS=1)
+
 # Everything CI runs: the unit tests and every chapter in fast mode, the workflows' lint, the Colab-like run and the
 # oldest supported versions. Each part prints how long it took.
 test: setup
-	@start=$$(date +%s); LNLIB_FAST=1 $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=1800 \
-		&& echo "[test] unit tests and chapters: $$(( $$(date +%s) - start )) s"
+	@start=$$(date +%s); LNLIB_FAST=1 $(PARALLEL) $(PY) -m pytest $(WORKERS) notebooks tests --nbmake \
+		--nbmake-timeout=1800 && echo "[test] unit tests and chapters: $$(( $$(date +%s) - start )) s"
 	@start=$$(date +%s); $(MAKE) --no-print-directory lint-workflows && echo "[test] lint: $$(( $$(date +%s) - start )) s"
 	@start=$$(date +%s); $(MAKE) --no-print-directory test-colab && echo "[test] colab-like: $$(( $$(date +%s) - start )) s"
 	@start=$$(date +%s); $(MAKE) --no-print-directory test-oldest && echo "[test] oldest: $$(( $$(date +%s) - start )) s"
@@ -83,10 +90,9 @@ $(OLDEST_STAMP): requirements.txt constraints-oldest.txt pyproject.toml
 	$(call make_venv,$(OLDEST_VENV),constraints-oldest.txt,Python 3 (lnlib at the oldest versions))
 
 test-oldest: $(OLDEST_STAMP)
-	$(OLDEST_ENV) $(OLDEST_PY) -m pytest tests -p no:cacheprovider --ignore=tests/test_notebooks.py
-	$(OLDEST_ENV) LNLIB_FAST=1 $(OLDEST_PY) -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=1800 \
-		notebooks/00_model_and_data.ipynb notebooks/01_finding_language_neurons.ipynb \
-		notebooks/02_language_neurons_live.ipynb
+	$(OLDEST_ENV) LNLIB_FAST=1 $(PARALLEL) $(OLDEST_PY) -m pytest $(WORKERS) -p no:cacheprovider --nbmake \
+		--nbmake-timeout=1800 notebooks/00_model_and_data.ipynb notebooks/01_finding_language_neurons.ipynb \
+		notebooks/02_language_neurons_live.ipynb tests --ignore=tests/test_notebooks.py
 
 clean:
 	rm -rf _build
