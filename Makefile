@@ -49,16 +49,17 @@ book: setup
 		echo "error: the pages above show saved widgets, dead without a kernel (a progress bar?)"; exit 1; fi
 
 # The tests run in TEST_WORKERS processes of one thread each (pytest-xdist): in fast mode the chapters are small, and
-# two one-thread processes finish them in about half the time one two-thread process takes. The chapters are listed
-# first so that the longest start first. `make test TEST_WORKERS=1` runs them one after another.
+# two one-thread processes finish them in about half the time one two-thread process takes. A worker that runs out
+# of tests takes half of another's (worksteal), so the few long chapters end up spread over the workers.
+# `make test TEST_WORKERS=1` runs everything in one process.
 TEST_WORKERS ?= 2
-WORKERS  := -n $(TEST_WORKERS)
+WORKERS  := -n $(TEST_WORKERS) --dist worksteal
 PARALLEL := $(if $(filter 1,$(TEST_WORKERS)),,OMP_NUM_THREADS=1)
 
 # Everything CI runs: the unit tests and every chapter in fast mode, the workflows' lint, the Colab-like run and the
 # oldest supported versions. Each part prints how long it took.
 test: setup
-	@start=$$(date +%s); LNLIB_FAST=1 $(PARALLEL) $(PY) -m pytest $(WORKERS) notebooks tests --nbmake \
+	@start=$$(date +%s); LNLIB_FAST=1 $(PARALLEL) $(PY) -m pytest $(WORKERS) tests notebooks --nbmake \
 		--nbmake-timeout=1800 && echo "[test] unit tests and chapters: $$(( $$(date +%s) - start )) s"
 	@start=$$(date +%s); $(MAKE) --no-print-directory lint-workflows && echo "[test] lint: $$(( $$(date +%s) - start )) s"
 	@start=$$(date +%s); $(MAKE) --no-print-directory test-colab && echo "[test] colab-like: $$(( $$(date +%s) - start )) s"
