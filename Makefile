@@ -48,10 +48,11 @@ book: setup
 	@if grep -l 'application/vnd.jupyter.widget-view' _build/html/notebooks/*.html; then \
 		echo "error: the pages above show saved widgets, dead without a kernel (a progress bar?)"; exit 1; fi
 
-# The tests run in TEST_WORKERS processes of one thread each (pytest-xdist): in fast mode the chapters are small, and
-# two one-thread processes finish them in about half the time one two-thread process takes. A worker that runs out
-# of tests takes half of another's (worksteal), so the few long chapters end up spread over the workers.
-# `make test TEST_WORKERS=1` runs everything in one process.
+# The tests run in TEST_WORKERS processes of one thread each (pytest-xdist): in fast mode the chapters are small,
+# and two one-thread processes finish them sooner than one two-thread process. A worker that runs out of tests takes
+# half of another's from the end of its queue (worksteal), so the chapters, listed after the unit tests, end up
+# spread over the workers; the five slowest tests are listed at the end. `make test TEST_WORKERS=1` runs everything
+# in one process.
 TEST_WORKERS ?= 2
 WORKERS  := -n $(TEST_WORKERS) --dist worksteal
 PARALLEL := $(if $(filter 1,$(TEST_WORKERS)),,OMP_NUM_THREADS=1)
@@ -60,7 +61,7 @@ PARALLEL := $(if $(filter 1,$(TEST_WORKERS)),,OMP_NUM_THREADS=1)
 # oldest supported versions. Each part prints how long it took.
 test: setup
 	@start=$$(date +%s); LNLIB_FAST=1 $(PARALLEL) $(PY) -m pytest $(WORKERS) tests notebooks --nbmake \
-		--nbmake-timeout=1800 && echo "[test] unit tests and chapters: $$(( $$(date +%s) - start )) s"
+		--nbmake-timeout=1800 --durations=5 && echo "[test] unit tests and chapters: $$(( $$(date +%s) - start )) s"
 	@start=$$(date +%s); $(MAKE) --no-print-directory lint-workflows && echo "[test] lint: $$(( $$(date +%s) - start )) s"
 	@start=$$(date +%s); $(MAKE) --no-print-directory test-colab && echo "[test] colab-like: $$(( $$(date +%s) - start )) s"
 	@start=$$(date +%s); $(MAKE) --no-print-directory test-oldest && echo "[test] oldest: $$(( $$(date +%s) - start )) s"
@@ -92,8 +93,8 @@ $(OLDEST_STAMP): requirements.txt constraints-oldest.txt pyproject.toml
 
 test-oldest: $(OLDEST_STAMP)
 	$(OLDEST_ENV) LNLIB_FAST=1 $(PARALLEL) $(OLDEST_PY) -m pytest $(WORKERS) -p no:cacheprovider --nbmake \
-		--nbmake-timeout=1800 notebooks/00_model_and_data.ipynb notebooks/01_finding_language_neurons.ipynb \
-		notebooks/02_language_neurons_live.ipynb tests --ignore=tests/test_notebooks.py
+		--nbmake-timeout=1800 tests --ignore=tests/test_notebooks.py notebooks/00_model_and_data.ipynb \
+		notebooks/01_finding_language_neurons.ipynb notebooks/02_language_neurons_live.ipynb
 
 clean:
 	rm -rf _build
