@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lnlib.data import LANGS
 
@@ -262,6 +263,7 @@ def stage_profiles(results: Mapping) -> Figure:
         top.set_ylabel("neurons in the layer")
         bottom.set_ylabel("(spec. + rel.) / all")
         bottom.set_xlabel("layer")
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
         bottom.set_ylim(0, 1.05 * max(1e-9, max(st.share)))
         if col == 0:
             top.legend(fontsize=8, loc="best")
@@ -294,6 +296,7 @@ def lens_bands(bands, categories, groups, labels=None, title: str = "") -> Figur
         ax.set_xlim(layers[0], layers[-1])
         ax.set_ylim(0, 1)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"questions: {name}", fontsize=10)
     axes[0, 0].set_ylabel("share of decoded positions")
     axes[0, -1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -396,6 +399,7 @@ def layer_changes(changes: Mapping, labels=None, title: str = "") -> Figure:
         ax.set_xlim(-0.6, len(table) - 0.4)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0, 0].set_ylabel("change in neurons (after − before)")
     axes[0, 0].legend(fontsize=8)
     if title:
