@@ -189,6 +189,13 @@ class AlignRun:
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds else float("nan")
 
+    @property
+    def final_loss(self) -> float:
+        """The mean loss of the last three steps (of all steps, when there are fewer): where the run ended, less
+        noisy than the last step alone."""
+        last = self.losses[-3:]
+        return sum(last) / len(last) if last else float("nan")
+
 
 def _sequence_logps(model: nn.Module, tokenizer, pairs: list[tuple[str, str]], max_length: int) -> torch.Tensor:
     """Summed log-probability of each response given its prompt, in the order of `pairs` [pairs]."""

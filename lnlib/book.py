@@ -50,6 +50,12 @@ def names(items, last: str = "and") -> str:
     return f"{', '.join(items[:-1])} {last} {items[-1]}"
 
 
+def pairs_text(shared) -> str:
+    """Language pairs as prose, "zh–ja (12), ja–th (9)": (count, a, b) triples as `Identification.top_pairs` gives
+    them."""
+    return ", ".join(f"{a}–{b} ({n})" for n, a, b in shared)
+
+
 def records() -> dict:
     """The build records shipped with this release: {chapter: {profile: {minutes, forward, train, date}}}."""
     return json.loads(RECORDS.read_text()) if RECORDS.is_file() else {}

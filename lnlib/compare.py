@@ -1,13 +1,18 @@
 """Compare: two identifications of the same model family side by side (base and aligned model, two datasets,
-two settings): overlaps, and the changes per layer, per number of languages and per language."""
+two settings): overlaps, and the changes per layer, per number of languages and per language, also at the
+checkpoints of a training run (`training_changes`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
+from torch import nn
 
+from lnlib.align import AlignRun, apply_aligned
 from lnlib.identify import Identification
+from lnlib.pipeline import NeuronStudy, language_neurons
 
 
 def overlap_ratio(a: Identification, b: Identification, kind: str = "specific", unit: str = "triple",
@@ -63,11 +68,17 @@ def n_change(base: Identification, other: Identification, over: str = "all") -> 
     return frame
 
 
+def overlap_percent(base: Identification, other: Identification, kinds: Sequence[str] = ("specific", "related"),
+                    unit: str = "triple") -> dict[str, float]:
+    """Overlap ratio ``|base ∩ other| / |base|`` in %, per kind (default the two the paper's Table 4 gives); a
+    statistic `lnlib.pipeline.paired_bootstrap` can resample."""
+    return {kind: 100 * overlap_ratio(base, other, kind, unit) for kind in kinds}
+
+
 def overlap_table(base: Identification, other: Identification, unit: str = "triple") -> pd.Series:
     """Overlap ratio ``|base ∩ other| / |base|`` in %, for specific, related and general neurons (paper Table 4)."""
     _check_pair(base, other)
-    return pd.Series({kind: 100 * overlap_ratio(base, other, kind, unit)
-                      for kind in ("specific", "related", "general")}, name="overlap %")
+    return pd.Series(overlap_percent(base, other, ("specific", "related", "general"), unit), name="overlap %")
 
 
 def lang_change(base: Identification, other: Identification, trained: Sequence[str],
@@ -114,3 +125,63 @@ def sign_checks(sums: pd.DataFrame, signs: dict) -> dict[tuple[int, str], bool]:
     moves that way (stages the sums lack are left out)."""
     return {(stage, kind): bool(sums.loc[stage, kind] * sign > 0)
             for stage, kinds in signs.items() if stage in sums.index for kind, sign in kinds.items()}
+
+
+def larger_changes(sums: pd.DataFrame, control: pd.DataFrame, keys) -> dict[tuple[int, str], bool]:
+    """For each (stage, type) key (e.g. of `sign_checks`), whether the change summed over the stage (`stage_sums`) is
+    larger in size than the control's in the same stage and type."""
+    return {key: bool(abs(sums.loc[key]) > abs(control.loc[key])) for key in keys}
+
+
+def sign_agreement(changes: Sequence[float], reported: Sequence[float]) -> int:
+    """At how many positions two equally long series of changes (e.g. `n_change`'s and the paper's Fig. 5) point
+    the same way: both up (> 0), or both not."""
+    changes, reported = list(changes), list(reported)
+    if len(changes) != len(reported):
+        raise ValueError(f"the series have different lengths ({len(changes)} and {len(reported)})")
+    return int(sum(bool(a > 0) == bool(b > 0) for a, b in zip(changes, reported, strict=True)))
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Per-layer changes (`layer_change` tables) at successive points of a training run, in training order:
+    changes maps a label (e.g. "step 8") to its table (the paper's Figs 17–19)."""
+
+    changes: Mapping[str, pd.DataFrame]
+
+    @property
+    def totals(self) -> pd.Series:
+        """Per point, the absolute changes summed over layers and types ("summed |change|")."""
+        return pd.Series({name: int(table.abs().sum().sum()) for name, table in self.changes.items()},
+                         name="summed |change|")
+
+    @property
+    def grows(self) -> bool:
+        """Whether the summed absolute change grows from every point to the next."""
+        totals = self.totals.tolist()
+        return all(b > a for a, b in zip(totals, totals[1:], strict=False))
+
+    @property
+    def shape_r(self) -> float:
+        """Pearson's r between the first and the last point's per-layer changes, over layers and types: whether the
+        changes keep their shape as they grow."""
+        tables = list(self.changes.values())
+        return float(tables[0].stack().corr(tables[-1].stack()))
+
+
+def training_changes(model: nn.Module, tokenizer, run: AlignRun, base: NeuronStudy, final: NeuronStudy
+                     ) -> Trajectory:
+    """The per-layer changes against `base` during a training run (`lnlib.align.aligned`): at each of the run's
+    checkpoints, loaded into `model` and identified on base's texts at base's λ, and at its last step from `final`,
+    the trained model's study of the same texts (e.g. `NeuronStudy.first_texts` of a larger one: no model run),
+    identified at base's λ too. `model` is left with the last checkpoint's weights."""
+    if final.texts != base.texts:
+        raise ValueError(f"final must be a study of base's texts ({base.texts.describe() if base.texts else None}), "
+                         f"got {final.texts.describe() if final.texts else None}")
+    changes = {}
+    for step, path in run.checkpoints:
+        apply_aligned(model, path)
+        found = language_neurons(model, tokenizer, base.texts, base.fixed())
+        changes[f"step {step}"] = layer_change(base.ident, found.ident)
+    changes[f"step {run.config.steps}"] = layer_change(base.ident, final.with_settings(lam=base.lam).ident)
+    return Trajectory(changes)

@@ -5,8 +5,10 @@
 - `sensitivity`: how the classes and the four stages move with the selection rate and the percentile bar.
 - `released_resample`: what can be resampled in the paper's released statistics (they are totals: only tokens,
   drawn as if independent, which understates the spread).
+- `matched_deactivation`: how much of a language's deactivation effect random neurons reproduce, matched per layer
+  and matched per layer and in firing rate.
 - `hygiene`: which counted texts are detected as another language, how many of their tokens are numerals, and
-  whether removing the texts that look foreign changes the neurons.
+  whether removing the texts that look foreign (`foreign_texts`, `without_flagged`) changes the neurons.
 - Steering: `diffmean_direction` (mean residual stream of one language's texts minus another's at one layer) and
   `steered_continuations`, which forces the output language by switching neurons off, amplifying them, or adding
   the direction, and scores each continuation's language and its perplexity under the unmodified model.
@@ -22,12 +24,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lnlib import compare, intervene, langid, models, stages, stats
+from lnlib import compare, grids, intervene, langid, models, stages, stats
 from lnlib.counts import ActivationCounts
 from lnlib.data import load_released_counts
 from lnlib.evaluate import mean_hidden_states, text_nll
 from lnlib.generation import generate_responses
 from lnlib.pipeline import NeuronStudy, Settings, from_counts
+from lnlib.protocols import Source
 
 KINDS = ("specific", "related")
 
@@ -109,6 +112,64 @@ def released_resample(dataset: str = "mgsm", n: int = 20, seed: int = 0,
 
 
 # ----------------------------------------------------------------------------------------------
+# Deactivation against random neurons matched in layer and in firing rate
+
+MATCHED = ("layer-matched", "rate-matched")
+
+
+@dataclass(frozen=True, eq=False)
+class MatchedControls:
+    """Each language's own neurons switched off, against random sets matched to them, on that language's texts.
+
+    table: per language, the change of its perplexity in % with its own neurons switched off ("own neurons") and,
+    averaged over the random sets, with sets matched per layer ("layer-matched", `lnlib.intervene.random_like`)
+    and per layer and firing rate ("rate-matched", `lnlib.intervene.matched_random`). grids: language -> the
+    `lnlib.grids.PPLGrid` its row was read from (rows "none", the language's code, "<lang> layer-matched #<i>",
+    "<lang> rate-matched #<i>")."""
+
+    table: pd.DataFrame
+    grids: dict
+
+    def survives(self, control: str) -> float:
+        """The median over languages of 1 − control / own, the ratio capped at 1: the share of the own neurons'
+        effect that `control` ("layer-matched" or "rate-matched") does not reproduce."""
+        if control not in MATCHED:
+            raise ValueError(f"control must be one of {', '.join(MATCHED)}; got {control!r}")
+        return float((1 - (self.table[control] / self.table["own neurons"]).clip(upper=1)).median())
+
+
+def matched_deactivation(model: nn.Module, tokenizer, study: NeuronStudy, texts_by_lang: Mapping[str, Sequence],
+                         n: int = 2, progress: bool = True) -> MatchedControls:
+    """Switch off each language's language neurons (from `study`) on that language's texts, and `n` random sets of
+    each kind matched to them (the i-th drawn with seed i; rate matching uses the study's probabilities): one
+    `lnlib.grids.ppl_grid` per language, the baseline once. texts_by_lang: language -> texts."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a whole number of random sets per kind, at least 1; got {n!r}")
+    own = dict(zip(study.langs, study.ident.mask("language"), strict=True))
+    unknown = [lang for lang in texts_by_lang if lang not in own]
+    if unknown:
+        raise ValueError(f"{', '.join(map(repr, unknown))} not among the study's languages ({', '.join(own)})")
+    width = models.n_neurons(model)
+    cells = {}
+    for lang, texts in texts_by_lang.items():
+        sets = {lang: own[lang]}
+        for i in range(n):
+            sets[f"{lang} layer-matched #{i}"] = intervene.random_like(own[lang], width, seed=i)
+            sets[f"{lang} rate-matched #{i}"] = intervene.matched_random(own[lang], study.probs, seed=i)
+        cells[lang] = grids.ppl_grid(model, tokenizer, {lang: texts}, sets, progress=progress)
+
+    def relative(lang: str, name: str) -> float:
+        base = cells[lang].ppl().loc["none", lang]
+        return 100 * (cells[lang].ppl().loc[name, lang] - base) / base
+
+    table = pd.DataFrame({lang: {"own neurons": relative(lang, lang),
+                                 **{kind: sum(relative(lang, f"{lang} {kind} #{i}") for i in range(n)) / n
+                                    for kind in MATCHED}}
+                          for lang in texts_by_lang}).T
+    return MatchedControls(table, cells)
+
+
+# ----------------------------------------------------------------------------------------------
 # Data hygiene
 
 
@@ -130,6 +191,14 @@ def hygiene(texts_by_lang: Mapping[str, Sequence[str]]) -> pd.DataFrame:
                       "capitalised words inside sentences, %": 100 * sum(w[:1].isupper() for w in words) / max(
                           len(words), 1)}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("language")
+
+
+def foreign_texts(sources: Sequence[Source], langs: Sequence[str]) -> dict[str, dict[str, list[int]]]:
+    """Per source label and language, the positions (within the source) of its questions that `lnlib.langid`
+    detects as another language; a question with no language detected is not flagged. The `flagged` argument of
+    `without_flagged`."""
+    return {s.label: {lang: [i for i, d in enumerate(langid.detect_languages([p.question for p in s.problems(lang)]))
+                             if d not in (lang, None)] for lang in langs} for s in sources}
 
 
 def without_flagged(study: NeuronStudy, flagged: Mapping[str, Mapping[str, Sequence[int]]]) -> NeuronStudy:

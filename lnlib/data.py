@@ -16,7 +16,7 @@ import operator
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -314,6 +314,20 @@ def problems(name: str, lang: str, items: range | None = None) -> list[Problem]:
     if len(index) and (min(index) < 0 or max(index) >= len(every)):
         raise ValueError(f"{name} has {len(every)} problems per language; items {items} reach beyond them")
     return [every[i] for i in index]
+
+
+def questions(name: str | Sequence[str], items: range | None = None,
+              langs: Sequence[str] = LANGS) -> dict[str, list[str]]:
+    """The questions of problems `items` of dataset `name` (`problems`), per language of `langs`. name: a dataset,
+    or several (each language's questions of the first, then of the next)."""
+    names = (name,) if isinstance(name, str) else tuple(name)
+    return {lang: [p.question for each in names for p in problems(each, lang, items)] for lang in langs}
+
+
+def flatten(by_lang: Mapping[str, Sequence]) -> tuple[list, list[str]]:
+    """Texts by language (e.g. `questions`) as one list, language after language, and the language of each."""
+    flat = [text for texts in by_lang.values() for text in texts]
+    return flat, [lang for lang, texts in by_lang.items() for _ in texts]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -224,3 +224,14 @@ def alignment_metrics(model: nn.Module, tokenizer, problems_by_lang: Mapping[str
         sims = F.normalize(queries, dim=-1) @ F.normalize(targets, dim=-1).T
         hit[lang] = sims.argmax(-1) == torch.arange(len(problems))
     return AlignmentMetrics(nll, hit)
+
+
+def metric_changes(before: AlignmentMetrics, after: AlignmentMetrics, control: AlignmentMetrics | None = None,
+                   n: int = 1000, seed: int = 0) -> stats.Controlled:
+    """The change of the alignment metrics from `before` to `after` (`AlignmentMetrics.changes`), read against a
+    control fine-tune of the same base: the control's change (before → control) and after − control, each over the
+    same resampled texts (`n` resamples, `seed`). Without a control, the change alone."""
+    effect = before.changes(after, n=n, seed=seed)
+    if control is None:
+        return stats.Controlled(effect)
+    return stats.Controlled(effect, before.changes(control, n=n, seed=seed), control.changes(after, n=n, seed=seed))

@@ -76,6 +76,10 @@ class PPLGrid:
         change = self.change(aggregation, control=control)
         return pd.Series({n: change.loc[n, n] for n in self.names if n in self.langs}, name="diagonal")
 
+    def diagonal_percent(self, aggregation: str = "official") -> dict[str, float]:
+        """The diagonal change as % of the perplexity with nothing switched off: {language: %}."""
+        return (100 * self.diagonal(aggregation) / self.ppl(aggregation).loc[RESERVED]).to_dict()
+
     def off_diagonal(self, aggregation: str = "official") -> pd.Series:
         """The changes of every (set, evaluated language) pair whose names differ, indexed by (set, language)."""
         change = self.change(aggregation)
@@ -125,6 +129,35 @@ class PPLGrid:
                                  "set size": self.sizes[k], "target fragility": change.loc[others, t].median()})
         return pd.DataFrame(rows)
 
+    def sharing_correlation(self, shared: torch.Tensor, langs: Sequence[str],
+                            aggregation: str = "official") -> dict[str, float]:
+        """Does off-diagonal damage follow shared neurons? Over the off-diagonal pairs (`pairs`), the rank
+        correlation (`lnlib.stats.partial_spearman`) between the neurons the two languages share and the change,
+        and the same with the ranks of the target's fragility and the set's size removed from both ("partial rank
+        correlation"). shared: int [K, K] over `langs` (e.g. `Identification.coassignment()`)."""
+        pairs = self.pairs(aggregation)
+        index = {lang: i for i, lang in enumerate(langs)}
+        counts = [int(shared[index[k], index[t]]) for k, t in zip(pairs["switched off"], pairs["evaluated"],
+                                                                  strict=True)]
+        return {"rank correlation": stats.partial_spearman(counts, pairs["change"], []),
+                "partial rank correlation": stats.partial_spearman(
+                    counts, pairs["change"], [pairs["target fragility"], pairs["set size"]])}
+
+    def rank_correlation(self, reported: Mapping[str, float], aggregation: str = "official") -> float:
+        """Rank correlation (`lnlib.stats.rank_correlation`) of the diagonal with a reported one (language -> value
+        for every language of the diagonal, e.g. `lnlib.paper.diagonal`)."""
+        return _rank_correlation(self.diagonal(aggregation), reported)
+
+    def claims(self, reported: Mapping[str, float], figure: str, aggregation: str = "official") -> dict[str, float]:
+        """The paper's statements about a deactivation grid as numbers whose sign decides them (`claim_signs`): the
+        median diagonal change minus the median off-diagonal change (a language's own neurons hurt it most),
+        English's diagonal change minus the median of the other languages' (English is the least affected), and
+        the rank correlation of the diagonal with the paper's (`reported`, transcribed from `figure`)."""
+        diagonal = self.diagonal(aggregation)
+        return {"diagonal minus off-diagonal": float(diagonal.median() - self.off_diagonal(aggregation).median()),
+                "English minus the median of the others": float(diagonal["en"] - diagonal.drop("en").median()),
+                f"rank correlation with {figure}": _rank_correlation(diagonal, reported)}
+
     def bootstrap(self, statistic, n: int = 1000, seed: int = 0):
         """`lnlib.stats.bootstrap` of statistic(grid) over the evaluated texts, resampled within each language and
         the same in every condition (paired)."""
@@ -139,6 +172,67 @@ class PPLGrid:
 
     def n_texts(self, lang: str) -> int:
         return len(self.nll[(RESERVED, lang)].n_tokens)
+
+
+def _rank_correlation(values: pd.Series, reported: Mapping[str, float]) -> float:
+    return stats.rank_correlation(values.to_numpy(), [reported[lang] for lang in values.index])
+
+
+def claim_signs(figure: str) -> dict[str, int]:
+    """The paper's statements about a deactivation grid, named by the statistic that tests each (`against_paper`,
+    with the rank correlation named after `figure`), and the sign the paper expects of it."""
+    return {"diagonal minus off-diagonal": +1, "own minus random (median)": +1,
+            "English minus the median of the others": -1, f"rank correlation with {figure}": +1}
+
+
+@dataclass(frozen=True)
+class AgainstPaper:
+    """Deactivation grids set beside the paper's diagonal (`against_paper`).
+
+    estimates: grid name -> statistic -> `lnlib.stats.Estimate` (the paper's median diagonal change: a float);
+    figure: the paper's figure the grids are read against, e.g. "Fig. 10".
+    """
+
+    estimates: dict
+    figure: str
+
+    def __getitem__(self, name: str) -> dict:
+        """One grid's numbers: statistic -> `Estimate` (or float)."""
+        return self.estimates[name]
+
+    def verdicts(self) -> pd.DataFrame:
+        """Per statement of the paper (`claim_signs`, rows) and grid (columns): "agrees", "disagrees" or
+        "inconclusive" (`lnlib.stats.verdict`: the interval must exclude zero)."""
+        signs = claim_signs(self.figure)
+        return pd.DataFrame({name: {claim: stats.verdict(row[claim], sign) for claim, sign in signs.items()}
+                             for name, row in self.estimates.items()})
+
+    def verdict_list(self, claim: str) -> str:
+        """One statement's verdicts on every grid, as prose lists them: "agrees (a), inconclusive (b)"."""
+        return ", ".join(f"{verdict} ({name})" for name, verdict in self.verdicts().loc[claim].items())
+
+    def table(self) -> pd.DataFrame:
+        """The estimates with their intervals (two decimals) above the verdicts, one column per grid."""
+        shown = pd.DataFrame({name: {k: f"{v:.2f}" for k, v in row.items()} for name, row in self.estimates.items()})
+        return pd.concat({"estimate (95 % interval)": shown, "verdict": self.verdicts()})
+
+
+def against_paper(results: Mapping[str, tuple[PPLGrid, Mapping[str, stats.Estimate]]],
+                  reported: Mapping[str, Mapping[str, float]], figure: str, n: int = 1000,
+                  seed: int = 0) -> AgainstPaper:
+    """Read deactivation grids against the paper. results: name (a setting) -> (grid, its bootstrapped `headline`,
+    `grid.bootstrap(PPLGrid.headline)`); reported: name -> the paper's diagonal for it (language -> value, from
+    `figure`). Per grid: the headline's medians (diagonal, off-diagonal, random diagonal, own minus random), the
+    paper's statements (`PPLGrid.claims`, bootstrapped over the grid's texts with `n` and `seed`) and the median of
+    the paper's diagonal."""
+    estimates = {}
+    for name, (grid, head) in results.items():
+        claims = grid.bootstrap(lambda g, name=name: g.claims(reported[name], figure), n=n, seed=seed)
+        estimates[name] = {"diagonal (median)": head["diagonal"], "off-diagonal (median)": head["off-diagonal"],
+                           "random: diagonal (median)": head["random diagonal"],
+                           "own minus random (median)": head["diagonal minus random"], **claims,
+                           f"paper, {figure}: diagonal (median)": float(pd.Series(reported[name]).median())}
+    return AgainstPaper(estimates, figure)
 
 
 def _tile_rows(output, rows: torch.Tensor):
@@ -372,6 +466,16 @@ class ContinuationLanguages:
         langs = [lang] if lang else list(self.langs)
         hits = [d == (of or k) for k in langs for d in self.detected[(condition, k)]]
         return stats.proportion(sum(hits), len(hits))
+
+    def rates(self, condition: str) -> dict[str, stats.Estimate]:
+        """Per language, `rate(condition, lang)`: the share in the prompt's language with its interval."""
+        return {k: self.rate(condition, k) for k in self.langs}
+
+    def departures(self, condition: str, to: str = "en") -> tuple[int, int]:
+        """Over the prompts of every language but `to`: how many continuations under `condition` are detected in
+        `to`, and how many left their prompt's language (detected in another one; no letters is not leaving)."""
+        detected = [(k, d) for k in self.langs if k != to for d in self.detected[(condition, k)]]
+        return sum(d == to for _, d in detected), sum(d not in (k, None) for k, d in detected)
 
     def table(self) -> pd.DataFrame:
         """Per language and condition, the share of continuations in the prompt's language."""

@@ -27,7 +27,8 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -177,6 +178,18 @@ def select_lowest(scores: torch.Tensor, rate: float) -> torch.Tensor:
     return cand[flat[cand].sort(stable=True).indices[:n]]
 
 
+def lang_summary(probs: torch.Tensor, tau: float, tokens=None, langs: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per language (rows, in `langs` order): the median activation probability over all neurons and the % of
+    neurons with p > τ (strictly), after a first column "response tokens" when `tokens` (one count per language,
+    e.g. `ReleasedCounts.response_tokens`) is given. probs: [layers, neurons, K]."""
+    langs = _langs_for(probs, langs)
+    by_lang = probs.reshape(-1, len(langs))
+    columns = {} if tokens is None else {"response tokens": torch.as_tensor(tokens).tolist()}
+    columns["median p"] = by_lang.median(0).values.tolist()
+    columns["% of neurons with p > τ"] = (100 * (by_lang > tau).double().mean(0)).tolist()
+    return pd.DataFrame(columns, index=pd.Index(langs, name="language"))
+
+
 # ----------------------------------------------------------------------------------------------
 # Result
 
@@ -234,6 +247,23 @@ class Identification:
         return int((self.n_high == 0).sum())
 
     @property
+    def n_assigned(self) -> int:
+        """Selected neurons above τ in at least one language (the selection minus `n_dropped`)."""
+        return int((self.n_high > 0).sum())
+
+    def selected_histogram(self) -> list[int]:
+        """Over the selected neurons: how many are above τ in exactly c languages, c = 0…K (c = 0: the dropped
+        ones; `appear` with `n_dropped` in place of its leading 0)."""
+        return torch.bincount(self.n_high, minlength=self.n_langs + 1).tolist()
+
+    def at_selected(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` [layers, neurons] (e.g. each neuron's largest probability) at the selected neurons, [n_sel],
+        lowest score first."""
+        if tuple(values.shape) != self.shape:
+            raise ValueError(f"values must have shape (layers, neurons) = {self.shape}, got {tuple(values.shape)}")
+        return values.reshape(-1)[self.selected]
+
+    @property
     def general(self) -> torch.Tensor:
         """bool [layers, neurons]: above τ in all K languages (over all neurons, not only selected ones)."""
         return self.n_above == self.n_langs
@@ -245,6 +275,23 @@ class Identification:
     def n_histogram(self) -> list[int]:
         """Over all neurons: how many are above τ in exactly c languages, c = 0…K."""
         return torch.bincount(self.n_above.reshape(-1), minlength=self.n_langs + 1).tolist()
+
+    def n_percent(self, counts: Sequence[int] | None = None) -> list[float]:
+        """`n_histogram` for N = 1…K as % of all neurons, comparable between models of different size. counts:
+        other counts for N = 1…K (e.g. the paper's Fig. 15 for this model) as % of this model's neurons instead."""
+        hist = self.n_histogram()
+        total = sum(hist)
+        return [100 * v / total for v in (hist[1:] if counts is None else counts)]
+
+    def fewest_n(self) -> int:
+        """The N >= 1 with the fewest neurons above τ in exactly N languages: the bottom of `n_histogram`'s U
+        (`fewest_n`)."""
+        return fewest_n(self.n_histogram()[1:])
+
+    @property
+    def general_share(self) -> float:
+        """The share of all neurons that are general (above τ in all K languages)."""
+        return self.n_general / self.n_above.numel()
 
     def lang_index(self, lang: str) -> int:
         if lang not in self.langs:
@@ -280,6 +327,11 @@ class Identification:
         neuron indices assigned to it. kind "language" (default) is the released mask (specific ∪ related)."""
         return [_per_layer(self.neurons(kind, lang), self.shape[0]) for lang in self.langs]
 
+    def mask_by_lang(self, kind: str = "language") -> dict[str, list[torch.Tensor]]:
+        """`mask` keyed by language: language -> per layer, the neuron indices assigned to it (the neuron sets
+        `lnlib.grids.ppl_grid` and `lnlib.intervene.deactivate` take)."""
+        return dict(zip(self.langs, self.mask(kind), strict=True))
+
     def general_mask(self) -> list[torch.Tensor]:
         """For each layer, the sorted int64 indices of the general neurons."""
         return _per_layer(self.neurons("general"), self.shape[0])
@@ -290,6 +342,36 @@ class Identification:
             {kind: self._high(kind).sum(0).tolist() for kind in ("specific", "related", "language")},
             index=pd.Index(self.langs, name="lang"),
         )
+
+    @property
+    def specific_share(self) -> float:
+        """Of the (neuron, language) assignments (`lang_counts`' "language" column, summed), the share that are
+        language-specific."""
+        counts = self.lang_counts()
+        return float(counts["specific"].sum() / counts["language"].sum())
+
+    def percent_of_selected(self, kind: str = "language") -> pd.Series:
+        """Per language, its `kind` neurons as a percentage of the selected neurons: comparable between models that
+        select different numbers of neurons."""
+        return 100 * self.lang_counts()[kind] / len(self.selected)
+
+    def most(self, kind: str = "language") -> list[str]:
+        """The languages with the most `kind` neurons (all of them on a tie), in `langs` order."""
+        counts = self.lang_counts()[kind]
+        return list(counts.index[counts == counts.max()])
+
+    def fewest(self, kind: str = "language") -> list[str]:
+        """The languages with the fewest `kind` neurons (all of them on a tie), in `langs` order."""
+        counts = self.lang_counts()[kind]
+        return list(counts.index[counts == counts.min()])
+
+    def trace_appear(self) -> pd.DataFrame:
+        """AutoSweep's steps as `appear` counts: one row per λ evaluated (code units, in the order evaluated), one
+        column per N = 1…K with the selected neurons above τ in exactly N languages."""
+        if not self.trace:
+            raise ValueError("this identification has no AutoSweep trace (it used a fixed λ); run autosweep")
+        return pd.DataFrame([{"λ": lam, **{f"N={n}": a for n, a in enumerate(appear) if n}}
+                             for lam, appear in self.trace]).set_index("λ")
 
     def layer_counts(self) -> pd.DataFrame:
         """Per layer: distinct specific, related and general neurons."""
@@ -325,9 +407,66 @@ class Identification:
                 "others, mean specific": float(counts.loc[others, "specific"].mean()),
                 "others, mean related": float(counts.loc[others, "related"].mean())}
 
+    def percent_of_others(self, kind: str = "language") -> dict[str, float]:
+        """Per language: its number of `kind` neurons (`lang_counts`) as % of the mean over the other languages (the
+        paper's Table 3 comparison, on one scale for models of any size)."""
+        counts = self.lang_counts()[kind]
+        return {lang: 100 * counts[lang] / counts.drop(lang).mean() for lang in self.langs}
+
+    def relative_size(self, lang: str = "en", kind: str = "language") -> float:
+        """`lang`'s number of `kind` neurons (`lang_counts`) divided by the mean over the other languages."""
+        counts = self.lang_counts()[kind]
+        others = [other for other in self.langs if other != self.langs[self.lang_index(lang)]]
+        return float(counts.loc[lang] / counts.loc[others].mean())
+
+    def trace_table(self) -> pd.DataFrame:
+        """AutoSweep's steps, numbered from 1: λ in code units (rounded to 8 decimals) and in paper units, the
+        selected neurons above τ in all K languages, and whether the criterion (none) holds."""
+        k = self.n_langs
+        return pd.DataFrame([{"λ (code units)": round(lam, 8), "λ (paper units)": lam_to_paper(lam, k),
+                              f"selected above τ in all {k}": appear[-1], "criterion holds": appear[-1] == 0}
+                             for lam, appear in self.trace],
+                            index=pd.RangeIndex(1, len(self.trace) + 1, name="step"))
+
+    def first_failure(self) -> tuple[float, int] | None:
+        """The smallest λ above this identification's λ that AutoSweep evaluated, and the selected neurons above τ
+        in all K languages there (the criterion failed); None when the trace has no λ above it."""
+        above = [(lam, appear[-1]) for lam, appear in self.trace if lam > self.lam]
+        return min(above) if above else None
+
 
 def _per_layer(pairs: torch.Tensor, layers: int) -> list[torch.Tensor]:
     return [pairs[pairs[:, 0] == i, 1].contiguous() for i in range(layers)]
+
+
+def mask_matches(a: Sequence[Sequence[torch.Tensor]], b: Sequence[Sequence[torch.Tensor]]) -> list[bool]:
+    """For two masks in the official format ([language][layer] -> neuron indices, `Identification.mask`), whether
+    each (language, layer) index set is identical in both, language by language."""
+    if len(a) != len(b) or any(len(x) != len(y) for x, y in zip(a, b, strict=True)):
+        raise ValueError(f"the masks differ in shape: {[len(x) for x in a]} and {[len(y) for y in b]} layers per "
+                         "language; compare masks of the same model and languages")
+    return [torch.equal(x, y) for per_a, per_b in zip(a, b, strict=True) for x, y in zip(per_a, per_b, strict=True)]
+
+
+def mask_size(mask: Sequence[Sequence[torch.Tensor]]) -> int:
+    """The (language, neuron) assignments of a mask in the official format: its index sets' sizes, summed."""
+    return sum(len(indices) for per_lang in mask for indices in per_lang)
+
+
+def n_table(columns: Mapping[str, Sequence[int]]) -> pd.DataFrame:
+    """Histograms over N = 0…K (label -> neurons above τ in exactly N languages, e.g. `n_histogram()` or
+    `selected_histogram()`) as a table: one row per label, one column per N."""
+    sizes = {len(values) for values in columns.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"every histogram needs the same N = 0…K, got lengths {sorted(sizes)}")
+    return pd.DataFrame(dict(columns), index=pd.Index(range(sizes.pop()), name="N")).T
+
+
+def fewest_n(counts: Sequence[int]) -> int:
+    """The N with the fewest neurons in counts over N = 1…K (e.g. `n_histogram()[1:]` or the paper's Fig. 15);
+    the smallest such N on ties."""
+    counts = list(counts)
+    return 1 + counts.index(min(counts))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -419,6 +558,15 @@ class IntervalWarning(UserWarning):
     """AutoSweep's λ* is the top of its search interval: the criterion never bound there."""
 
 
+@contextmanager
+def interval_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Record the warnings raised inside the block instead of showing them, every `IntervalWarning` included (also
+    one raised before from the same place): ``with interval_warnings() as caught:`` … ``if caught:``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IntervalWarning)
+        yield caught
+
+
 def autosweep(probs: torch.Tensor, rate: float = 0.01, bar: float = 0.95, lo: float = 0.0, hi: float = 0.2,
               eps: float = 1e-3, langs: Sequence[str] | None = None, widen: float | None = None
               ) -> tuple[float, Identification]:
@@ -489,6 +637,24 @@ def sweep(probs: torch.Tensor, lams: Sequence[float], rate: float = 0.01, bar: f
     return [(float(lam), tuple(prep.result("entropy-lambda", lam, select_lowest(_paper(prep, _check_lam(lam)),
                                                                                   prep.rate)).appear))
             for lam in lams]
+
+
+def sweep_grid(probs: torch.Tensor, lo: float, hi: float, n: int, rate: float = 0.01, bar: float = 0.95,
+               around: float | None = None, zoom: float = 0.008, langs: Sequence[str] | None = None
+               ) -> dict[float, int]:
+    """λ -> selected neurons above τ in all K languages (`sweep`), on `n` evenly spaced λ in [lo, hi] and, with
+    `around` (λ*), on n // 3 more in [around − zoom, around + zoom]: the curve `lnlib.plot.sweep_trace` draws."""
+    lams = torch.linspace(lo, hi, n).tolist()
+    if around is not None:
+        lams += torch.linspace(around - zoom, around + zoom, n // 3).tolist()
+    return {lam: appear[-1] for lam, appear in sweep(probs, lams, rate, bar, langs)}
+
+
+def count_decreases(grid: Mapping[float, int]) -> int:
+    """How often a count on a λ grid (λ -> count, e.g. `sweep_grid`) falls from one λ to the next larger one.
+    AutoSweep's bisection assumes it never does."""
+    values = [grid[lam] for lam in sorted(grid)]
+    return sum(b < a for a, b in zip(values, values[1:], strict=False))
 
 
 def lape(probs: torch.Tensor, rate: float = 0.01, filter_bar: float = 0.95, bar: float = 0.95,

@@ -18,9 +18,10 @@ removes as much capacity from each layer, but not the same neurons (it may overl
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -131,6 +132,13 @@ def deactivation_sets(ident, setting: str) -> dict[str, list[torch.Tensor]]:
     return out
 
 
+def sizes_table(sets: Mapping[str, Mapping[str, Sequence]]) -> pd.DataFrame:
+    """Neurons in each set: sets maps a setting (e.g. each of `SETTINGS`) to {language: per-layer set}, as
+    `deactivation_sets` gives them; rows are the languages, columns the settings."""
+    return pd.DataFrame({setting: {lang: n_neurons_in(neurons) for lang, neurons in by_lang.items()}
+                         for setting, by_lang in sets.items()}).rename_axis("language")
+
+
 def matched_random(neurons: Sequence, probs: torch.Tensor, seed: int = 0, bins: int = 10) -> list[torch.Tensor]:
     """A stricter random control: in every layer, as many neurons as `neurons` has there, each drawn from the
     neurons of that layer whose mean activation probability (over languages; probs [layers, neurons, K]) falls in
@@ -188,6 +196,27 @@ def deactivate(model: nn.Module, neurons: Sequence) -> Iterator[None]:
     Hooks are removed on exit, also when the block raises. Layers with no index get no hook."""
     with _edit_neurons(model, neurons, lambda out, idx: out.index_fill(-1, idx, 0)):
         yield
+
+
+@contextmanager
+def zero_columns(model: nn.Module, neurons: Sequence) -> Iterator[None]:
+    """`deactivate` done on the weights: while the block runs, the columns of `neurons` (one index tensor per
+    layer) in each layer's down projection are 0 (rows for GPT-2's Conv1D, which stores (in, out)), so the neurons
+    add nothing to the residual stream. The weights are restored on exit, also when the block raises."""
+    downs = models.mlp_down_projections(model)
+    checked = check_neurons(neurons, len(downs), models.n_neurons(model))
+    saved = []
+    try:
+        with torch.no_grad():
+            for down, idx in zip(downs, checked, strict=True):
+                dim, idx = (1 if isinstance(down, nn.Linear) else 0), idx.to(down.weight.device)
+                saved.append((down, dim, idx, down.weight.index_select(dim, idx).clone()))
+                down.weight.index_fill_(dim, idx, 0)
+        yield
+    finally:
+        with torch.no_grad():
+            for down, dim, idx, values in saved:
+                down.weight.index_copy_(dim, idx, values)
 
 
 @contextmanager

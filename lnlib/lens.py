@@ -21,9 +21,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lnlib import hooks, models, work
+from lnlib import hooks, models, stats, work
 from lnlib.batching import Batch, batches, check_encoded, check_examples, check_size, encode_all
 from lnlib.config import progress_bar
+from lnlib.data import LANG_NAMES
 from lnlib.evaluate import logit_head
 from lnlib.models import body, final_norm
 
@@ -334,3 +335,82 @@ def text_shares(result: LensResult, lexicon: Lexicon, input_langs: Sequence[str]
         frame = language_shares(result, lexicon, input_langs, pivot=pivot, texts=[text])
         shares[text] = torch.tensor(frame.to_numpy())
     return shares
+
+
+@dataclass(frozen=True, eq=False)
+class ShareBands(Mapping):
+    """Bootstrap bands of the decoded tokens' languages per group of texts, made by `share_bands`.
+
+    It reads as the mapping (group, category, layer) -> `lnlib.stats.Estimate` of the group's mean share
+    (categories: `CATEGORIES`; what `lnlib.plot.lens_bands` draws). groups: group name -> text indices, the texts
+    outside the pivot language first ("non-English"), then those in it ("English"); layers: number of layers.
+    The methods read one group, by default the first.
+    """
+
+    estimates: dict
+    groups: dict
+    layers: int
+
+    def __getitem__(self, key) -> stats.Estimate:
+        return self.estimates[key]
+
+    def __iter__(self):
+        return iter(self.estimates)
+
+    def __len__(self) -> int:
+        return len(self.estimates)
+
+    def _group(self, group: str | None) -> str:
+        if group is None:
+            return next(iter(self.groups))
+        if group not in self.groups:
+            raise ValueError(f"no group {group!r}; the groups are {', '.join(self.groups)}")
+        return group
+
+    def at(self, category: str, layer: int, group: str | None = None) -> stats.Estimate:
+        """The band of one category (`CATEGORIES`) at one layer."""
+        return self.estimates[(self._group(group), category, layer)]
+
+    def curve(self, category: str, group: str | None = None) -> list[float]:
+        """One category's share at every layer (the bands' point values)."""
+        return [self.at(category, layer, group).value for layer in range(self.layers)]
+
+    def pivot_peak(self, group: str | None = None) -> int:
+        """The layer where the pivot language's (English's) share is largest (the first such layer)."""
+        pivot = self.curve("pivot", group)
+        return max(range(self.layers), key=lambda layer: pivot[layer])
+
+    def return_layer(self, group: str | None = None) -> int | None:
+        """The first layer after `pivot_peak` where the input language's share exceeds the pivot's: where the input
+        language comes back (None if it never leads again)."""
+        peak, pivot, own = self.pivot_peak(group), self.curve("pivot", group), self.curve("input language", group)
+        return next((layer for layer in range(self.layers) if layer > peak and own[layer] > pivot[layer]), None)
+
+
+def share_bands(shares: torch.Tensor, input_langs: Sequence[str], pivot: str = "en", n: int = 1000,
+                seed: int = 0) -> ShareBands:
+    """Bands over texts of `text_shares` (float [texts, layers, 4]): per group of texts, the mean share of each
+    category at every layer with its bootstrap interval (`lnlib.stats.bootstrap`, `n` resamples of the texts drawn
+    with replacement within each group, `seed`). The groups are the texts whose input language is not `pivot`
+    ("non-English") and those in it ("English"); a group without texts is left out."""
+    if shares.ndim != 3 or shares.shape[0] != len(input_langs) or shares.shape[2] != len(CATEGORIES):
+        raise ValueError(f"shares must be [texts, layers, {len(CATEGORIES)}] for the {len(input_langs)} texts of "
+                         f"input_langs, got shape {tuple(shares.shape)}")
+    name = LANG_NAMES.get(pivot, pivot)
+    groups = {f"non-{name}": [i for i, k in enumerate(input_langs) if k != pivot],
+              name: [i for i, k in enumerate(input_langs) if k == pivot]}
+    groups = {group: members for group, members in groups.items() if members}
+    if not groups:
+        raise ValueError("share_bands needs at least one text")
+
+    def curves(index):
+        rows = {}
+        for group, members in groups.items():
+            members = torch.tensor(members)
+            picked = members if index is None else members[index[group]]
+            rows.update({(group, c, layer): float(v) for c_i, c in enumerate(CATEGORIES)
+                         for layer, v in enumerate(shares[picked, :, c_i].mean(0))})
+        return rows
+
+    bands = stats.bootstrap(curves, {group: len(members) for group, members in groups.items()}, n=n, seed=seed)
+    return ShareBands(bands, groups, shares.shape[1])

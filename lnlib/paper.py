@@ -34,6 +34,9 @@ TABLE4 = Reported({"domain": {"specific": 80.7, "related": 92.3}, "alignment": {
 FIG4_SIGNS = Reported({1: {"specific": 1, "related": 1, "general": -1}, 2: {"general": 1}, 3: {"general": -1},
                        4: {"specific": -1, "related": -1, "general": 1}},
                       "Fig. 4 as the text describes it: the sign of each type's change after alignment, per stage")
+SEC52_SIGNS = Reported({"specific": -1, "related": 1, "general": 1},
+                       "Sec. 5.2: after alignment, fewer language-specific and more language-related and general "
+                       "neurons (the sign of each class's change)")
 
 FIG2 = Reported({
     "specific": (
@@ -126,6 +129,26 @@ TABLE5_AVERAGES = Reported({"MGSM": {"base": 57.8, "zh ⇒ en": 64.1, "zh/de ⇒
                             "MSVAMP": {"base": 64.4, "zh ⇒ en": 65.9, "zh/de ⇒ en": 66.4, "sw/th ⇒ en": 69.3,
                                        "zh/es/ru ⇒ en": 66.4, "all 9 ⇒ en": 68.8}},
                            "Table 5: the rows' averages as printed")
+
+
+def table3_versus() -> dict[str, int]:
+    """Table 3 under the names `lnlib.identify.Identification.versus` gives its own counts ("en specific", "en related",
+    "others, mean specific", "others, mean related"), to set the two side by side."""
+    table = TABLE3.value
+    return {"en specific": table["en"]["specific"], "en related": table["en"]["related"],
+            "others, mean specific": table["non-English mean"]["specific"],
+            "others, mean related": table["non-English mean"]["related"]}
+
+
+def fig2_points_lost(off: str, evaluated: str, setting: str = "specific+related") -> int:
+    """Accuracy points that Fig. 2 shows `evaluated` losing when the `setting` neurons of `off` are switched off:
+    −100 × the transcribed change, rounded to whole points."""
+    if setting not in FIG2.value:
+        raise ValueError(f"Fig. 2 has no setting {setting!r}; known: {', '.join(FIG2.value)}")
+    for lang in (off, evaluated):
+        if lang not in LANGS:
+            raise ValueError(f"language {lang!r} is not in Fig. 2; known: {', '.join(LANGS)}")
+    return round(-100 * FIG2.value[setting][LANGS.index(off)][LANGS.index(evaluated)])
 
 
 def diagonal(figure: Reported, setting: str) -> dict[str, float]:

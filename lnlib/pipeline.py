@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -124,6 +125,30 @@ class NeuronStudy:
     def interval(self) -> tuple[float, float] | None:
         """The λ interval AutoSweep searched last (None for a fixed λ)."""
         return self.ident.interval
+
+    @property
+    def tokens(self) -> pd.Series:
+        """Counted (response) tokens per language, in `langs` order: from the counts, or from the provenance for
+        statistics released as totals (`from_released`)."""
+        if self.by_source:
+            counts = self.counts
+            values = [counts[lang].n_tokens for lang in self.langs]
+        else:
+            values = [self.provenance["tokens"][lang] for lang in self.langs]
+        return pd.Series(values, index=pd.Index(self.langs, name="language"), name="tokens")
+
+    def per_language(self) -> pd.DataFrame:
+        """Per language: the examples and tokens counted, the mean activation probability over all neurons, and the
+        % of neurons with p > τ (strictly)."""
+        if not self.by_source:
+            raise ValueError("this study holds no counts (released statistics are totals); see `tokens` and `probs`")
+        counts = self.counts
+        return pd.DataFrame({"examples": [counts[lang].n_examples for lang in self.langs],
+                             "counted tokens": self.tokens.tolist(),
+                             "mean p": self.probs.mean(dim=(0, 1)).tolist(),
+                             "% of neurons with p > τ": (100 * (self.probs > self.ident.tau).double()
+                                                         .mean(dim=(0, 1))).tolist()},
+                            index=pd.Index(self.langs, name="language"))
 
     def with_settings(self, **changes) -> NeuronStudy:
         """The same probabilities identified with changed settings (e.g. lam=0.5, rate=0.1)."""
@@ -235,6 +260,17 @@ def examples(model: nn.Module, tokenizer, source: Source, texts: Texts, prints=N
     return {lang: _answers(model, tokenizer, source, lang, texts, prints) for lang in texts.langs}
 
 
+def check_held_out(model: nn.Module, tokenizer, texts: Texts, held_out: Mapping[str, Sequence[str]]) -> None:
+    """Raise a ValueError when a text of `held_out` (language -> evaluation texts) is one that identification
+    counts under `texts` (the response of one of its pairs, `examples`): evaluation texts must never be counted."""
+    counted = {response for pairs in (examples(model, tokenizer, source, texts) for source in texts.sources)
+               for by_lang in pairs.values() for _, response in by_lang}
+    both = counted & {text for by_lang in held_out.values() for text in by_lang}
+    if both:
+        raise ValueError(f"{len(both)} evaluation text(s) are counted for identification ({texts.describe()}), e.g. "
+                         f"{next(iter(both))[:60]!r}; evaluate on other items (MGSM 200 and up are never counted)")
+
+
 def language_neurons(model: nn.Module, tokenizer, texts: Texts = Texts(), settings: Settings = Settings(),
                      use_cache: bool = True, progress: bool = True) -> NeuronStudy:
     """Count activations over `texts` (one cached entry per source; use_cache=False counts afresh and caches
@@ -277,3 +313,17 @@ def paired_bootstrap(base: NeuronStudy, other: NeuronStudy, statistic, n: int = 
     if isinstance(full, Mapping):
         return {key: stats.estimate(full[key], [d[key] for d in draws]) for key in full}
     return stats.estimate(full, draws)
+
+
+def controlled_bootstrap(base: NeuronStudy, other: NeuronStudy, control: NeuronStudy | None, statistic,
+                         n: int = 200, seed: int = 0) -> stats.Controlled:
+    """`paired_bootstrap` of a comparison (statistic(base_ident, other_ident), returning a dict) read against a
+    control, e.g. an aligned model against a control fine-tune of the same base: the effect (base → other), the
+    control's change (base → control) and the effect minus the control's (control → other), all identified with
+    the base study's settings at its λ, over the same resamples. Without a control (None), the effect alone."""
+    settings = base.fixed()
+    effect = paired_bootstrap(base, other, statistic, n, seed, settings)
+    if control is None:
+        return stats.Controlled(effect)
+    return stats.Controlled(effect, paired_bootstrap(base, control, statistic, n, seed, settings),
+                            paired_bootstrap(control, other, statistic, n, seed, settings))

@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lnlib.data import LANGS
+from lnlib.stats import Estimate
 
 LANG_COLORS: dict[str, str] = dict(zip(LANGS, plt.get_cmap("tab10").colors, strict=True))
 """One colour per language, used by every figure of the book."""
@@ -25,7 +26,11 @@ def lang_color(lang: str):
 def lang_bars(values: Mapping[str, float], ylabel: str, title: str = "", ax=None,
               errors: Mapping[str, tuple[float, float]] | None = None) -> Figure:
     """Bar chart of one value per language, in `LANGS` order (languages missing from `values` are skipped);
-    errors: an interval (lo, hi) per language, drawn as error bars."""
+    errors: an interval (lo, hi) per language, drawn as error bars. values may be `lnlib.stats.Estimate`s: their
+    intervals are the error bars (unless `errors` is given)."""
+    if values and all(isinstance(v, Estimate) for v in values.values()):
+        errors = {lang: (e.lo, e.hi) for lang, e in values.items()} if errors is None else errors
+        values = {lang: e.value for lang, e in values.items()}
     langs = [lang for lang in LANGS if lang in values] + [lang for lang in values if lang not in LANGS]
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 3))
@@ -139,7 +144,8 @@ def sweep_trace(grid: Mapping[float, int], trace, lam_star: float, n_langs: int,
 
 def grouped_bars(series: Mapping, categories, xlabel: str, ylabel: str, title: str = "", log: bool = False,
                  stacked: bool = False, label_bars: bool = True, figsize=(8, 3.6)) -> Figure:
-    """Bars of several series (label -> one value per category), side by side or stacked, with value labels."""
+    """Bars of several series (label -> one value per category), side by side or stacked, with value labels. A value
+    may be an `lnlib.stats.Estimate`: its point value is drawn."""
     import numpy as np
 
     fig, ax = plt.subplots(figsize=figsize)
@@ -149,7 +155,7 @@ def grouped_bars(series: Mapping, categories, xlabel: str, ylabel: str, title: s
     for i, ((label, values), color) in enumerate(zip(series.items(), GROUP_COLORS, strict=False)):
         if isinstance(values, Mapping):  # one value per category, by name
             values = [values[c] for c in categories]
-        values = np.asarray(values, dtype=float)
+        values = np.asarray([v.value if isinstance(v, Estimate) else v for v in values], dtype=float)
         x = pos if stacked else pos - 0.4 + width * (i + 0.5)
         bars = ax.bar(x, values, width, bottom=bottom if stacked else None, color=color, label=label)
         if label_bars:
@@ -172,6 +178,20 @@ def grouped_bars(series: Mapping, categories, xlabel: str, ylabel: str, title: s
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def neuron_bars(series: Mapping, title: str = "", stacked: bool = False, langs=LANGS) -> Figure:
+    """Language neurons per language: `grouped_bars` of several series (label -> one count per language, in `langs`
+    order), side by side or stacked (e.g. specific and related, from `Identification.lang_counts`)."""
+    return grouped_bars(series, langs, "language", "selected neurons above τ in the language", title, stacked=stacked)
+
+
+def n_bars(series: Mapping, ylabel: str = "neurons", title: str = "", log: bool = False) -> Figure:
+    """Neurons above τ in exactly N = 1…K languages: `grouped_bars` of several series (label -> K counts, e.g.
+    `Identification.n_histogram()[1:]`, `appear[1:]` or the paper's Fig. 15)."""
+    k = len(next(iter(series.values())))
+    return grouped_bars(series, [str(n) for n in range(1, k + 1)], "N = number of languages above τ", ylabel, title,
+                        log=log)
 
 
 def lang_heatmap(values, title: str, cbar_label: str, langs=LANGS, center: float | None = None,
@@ -209,6 +229,13 @@ def lang_heatmap(values, title: str, cbar_label: str, langs=LANGS, center: float
     fig.colorbar(image, ax=ax, label=cbar_label, shrink=0.85)
     fig.tight_layout()
     return fig
+
+
+def accuracy_change(values, title: str) -> Figure:
+    """Accuracy change under deactivation as the paper's Fig. 2 shows it: a [K, K] matrix (rows: the language
+    whose neurons are switched off, columns: the evaluated language), two decimals, a diverging map centred on 0."""
+    return lang_heatmap(values, title, "accuracy change", center=0, fmt="{:.2f}", xlabel="evaluated language",
+                        ylabel="neurons switched off")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,6 +331,25 @@ def lens_bands(bands, categories, groups, labels=None, title: str = "") -> Figur
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
+
+def n_shares(series: Mapping) -> Figure:
+    """The shape of the paper's Fig. 15 for models of any size: per series (label -> % of all neurons above τ in
+    exactly N = 1…K languages, e.g. `Identification.n_percent()`), a bar for every N, on a log scale."""
+    k = len(next(iter(series.values())))
+    return grouped_bars(series, [str(n) for n in range(1, k + 1)], "N = languages above τ", "% of all neurons",
+                        log=True, title="neurons above τ in exactly N languages", label_bars=False)
+
+
+def nearly_general(tables: Mapping) -> Figure:
+    """Per language, the % of the neurons above τ in exactly K − 1 languages that miss it: one series per model
+    (label -> its `lnlib.stages.sharing_table`)."""
+    first = next(iter(tables.values()))
+    k = len(first)
+    column = "% of N = 9 neurons missing it"
+    return grouped_bars({label: table[column] for label, table in tables.items()}, list(first.index), "language",
+                        f"% of neurons above τ in {k - 1} of {k} languages",
+                        title="the one language a nearly general neuron leaves out")
+
 
 def gate_activations(lo: float = -5.0, hi: float = 3.0) -> Figure:
     """SiLU (Llama, Mistral) and GELU-tanh (Gemma) against the gate pre-activation z: both are > 0 exactly
@@ -404,5 +450,17 @@ def layer_changes(changes: Mapping, labels=None, title: str = "") -> Figure:
     axes[0, 0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(losses: Mapping, title: str = "") -> Figure:
+    """Training loss per step of one or more runs (label -> losses, e.g. `lnlib.align.AlignRun.losses`), steps
+    numbered from 1."""
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    for name, values in losses.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=name)
+    ax.set(xlabel="step", ylabel="loss (NLL per token)", title=title)
+    ax.legend()
     fig.tight_layout()
     return fig

@@ -87,6 +87,11 @@ def mgsm_prompt(lang: str, index: int, shots: int = 1) -> str:
     return "".join(worked) + f"{question_label} {problem.question}\n{answer_label}"
 
 
+def mgsm_prompts(items: Sequence[int], shots: int = 1, langs: Sequence[str] = data.LANGS) -> dict[str, list[str]]:
+    """`mgsm_prompt` for each MGSM problem of `items`, per language of `langs`."""
+    return {lang: [mgsm_prompt(lang, i, shots) for i in items] for lang in langs}
+
+
 def alignment_prompt(problem: Problem) -> str:
     """The prompt of a question-alignment example: the question in its language, then an English cue."""
     return f"{LANG_NAMES[problem.lang]}: {problem.question}\nEnglish:"

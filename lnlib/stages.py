@@ -17,7 +17,7 @@ boundaries with the evidence for them, or says which part of the description a p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,6 +77,26 @@ class Stages:
     @property
     def layers(self) -> int:
         return len(self.labels)
+
+    @property
+    def finding(self) -> str:
+        """The rule's outcome as a sentence says it: "finds all four stages" or "does not find four stages"."""
+        return "finds all four stages" if self.found else "does not find four stages"
+
+    @property
+    def why(self) -> str:
+        """The reason the rule gives for not finding four stages, or "none: all four stages were found"."""
+        return self.reason or "none: all four stages were found"
+
+    @property
+    def checks_passed(self) -> int:
+        """How many statements of the paper's description (`CHECKS`) this profile bears out."""
+        return sum(bool(self.checks.get(check)) for check in CHECKS)
+
+    def stage_name(self, layer: int | None) -> str:
+        """The paper's name of the stage of `layer` (`STAGE_NAMES`); "not assigned" for a layer the rule left
+        unlabelled, or for None."""
+        return "not assigned" if layer is None else STAGE_NAMES.get(self.labels[layer], "not assigned")
 
     def ranges(self) -> dict[int, tuple[int, int]]:
         """Stage -> (first layer, last layer), for the stages that were assigned."""
@@ -357,6 +377,28 @@ def stages_of(ident, **kwargs) -> Stages:
     return four_stages(counts["specific"], counts["related"], counts["general"], **kwargs)
 
 
+TRENDS = {"rises": ("rises", "falls", "stays"), "rise": ("rise", "fall", "stay"),
+          "rising": ("rising", "falling", "staying")}
+"""The words `trend` gives for a change up, down and none, by verb form."""
+
+
+def trend(change: float, form: str = "rises") -> str:
+    """The direction of a change as a sentence says it, in the verb form `form`: "rises" / "falls" / "stays"
+    (default), "rise" / "fall" / "stay" or "rising" / "falling" / "staying"."""
+    if form not in TRENDS:
+        raise ValueError(f"form must be one of {', '.join(TRENDS)}, got {form!r}")
+    up, down, same = TRENDS[form]
+    return up if change > 0 else down if change < 0 else same
+
+
+def check_table(results: Mapping[str, Stages]) -> pd.DataFrame:
+    """Each statement of the paper's stage description (`CHECKS`, rows) against each profile (name -> `Stages`,
+    columns): "yes", "no", or "stage not found" where the rule did not reach the stage the statement is about."""
+    words = {True: "yes", False: "no"}
+    return pd.DataFrame({name: [words.get(st.checks.get(check), "stage not found") for check in CHECKS]
+                         for name, st in results.items()}, index=pd.Index(CHECKS, name="the paper's description"))
+
+
 # ----------------------------------------------------------------------------------------------
 # How widely each language's neurons are shared (the paper's explanation of English)
 
@@ -397,3 +439,37 @@ def sharing_table(probs: torch.Tensor, ident) -> pd.DataFrame:
                          "% in exactly 8 others": 100 * table[k - 2] / total,
                          "% of N = 9 neurons missing it": 100 * (~nearly).sum(0).numpy() / max(len(nearly), 1),
                          "mean N of its related neurons": related_n}, index=pd.Index(langs, name="language"))
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One language's row of a `sharing_table` set against the other languages' rows.
+
+    wide: % of its neurons above τ that are above τ in 8 or 9 other languages; wide_min, wide_max: the smallest
+    and largest of that share among the other languages. missed: % of the neurons above τ in exactly K − 1
+    languages that miss it; missed_rank: its rank in that column from the most missed (1). above_rank: the rank of
+    its number of neurons above τ from the fewest (1). Tied languages share the best rank. related_n: the mean
+    number of languages its related neurons are above τ in; related_others: the mean of that over the others.
+    """
+
+    lang: str
+    wide: float
+    wide_min: float
+    wide_max: float
+    missed: float
+    missed_rank: int
+    above_rank: int
+    related_n: float
+    related_others: float
+
+
+def standing(table: pd.DataFrame, lang: str = "en") -> Standing:
+    """How widely `lang`'s neurons are shared, against the other languages (the rows of `sharing_table`)."""
+    if lang not in table.index:
+        raise ValueError(f"language {lang!r} is not in the sharing table; known: {', '.join(table.index)}")
+    wide, missed, related = "% in 8 or 9 others", "% of N = 9 neurons missing it", "mean N of its related neurons"
+    others = table.drop(lang)
+    return Standing(lang, float(table.loc[lang, wide]), float(others[wide].min()), float(others[wide].max()),
+                    float(table.loc[lang, missed]), int(table[missed].rank(method="min", ascending=False)[lang]),
+                    int(table["above τ"].rank(method="min")[lang]), float(table.loc[lang, related]),
+                    float(others[related].mean()))

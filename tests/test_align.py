@@ -168,3 +168,11 @@ def test_a_cached_run_is_applied_instead_of_trained_again(tmp_path, monkeypatch)
     monkeypatch.setenv("LNLIB_CACHE_DIR", str(tmp_path))
     other = align.aligned(tiny_model("llama"), tok, PAIRS[:2], config, progress=False)  # other examples: trained
     assert other.losses != first.losses
+
+
+def test_final_loss_is_the_mean_of_the_last_three_steps():
+    def run(losses):
+        return align.AlignRun(align.AlignConfig(), losses, [], 0, 0.0)
+
+    assert run([9.0, 4.0, 3.0, 2.0]).final_loss == 3.0 and run([5.0, 1.0]).final_loss == 3.0
+    assert math.isnan(run([]).final_loss)

@@ -14,6 +14,11 @@ def test_names_joins_like_prose():
     assert book.names(["en", "zh", "sw"], last="or") == "en, zh or sw"
 
 
+def test_pairs_text_lists_language_pairs_with_their_counts():
+    assert book.pairs_text([(12, "zh", "ja"), (9, "ja", "th")]) == "zh–ja (12), ja–th (9)"
+    assert book.pairs_text([]) == ""
+
+
 def test_say_displays_markdown(monkeypatch):
     display = pytest.importorskip("IPython.display")
     shown = []

@@ -1,17 +1,19 @@
 """lnlib.controls: stability under resampled texts, the sensitivity grid, the released counts resampled by token,
-data hygiene, removing flagged texts, and steering (DiffMean directions, neuron and direction edits, steered
-continuations), each checked against the same quantity computed by hand on small synthetic counts or tiny models."""
+deactivation against matched random neurons, data hygiene, flagging and removing texts in another language, and
+steering (DiffMean directions, neuron and direction edits, steered continuations), each checked against the same
+quantity computed by hand on small synthetic counts or tiny models."""
 
 from contextlib import contextmanager
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from tiny_models import tiny_model, word_tokenizer
 
-from lnlib import compare, controls, hooks, identify, langid, models, pipeline, stages, stats
+from lnlib import compare, controls, evaluate, hooks, identify, intervene, langid, models, pipeline, stages, stats
 from lnlib.counts import ActivationCounts
-from lnlib.data import LANGS, ReleasedCounts
+from lnlib.data import LANGS, Problem, ReleasedCounts
 from lnlib.generation import generate_responses
 from lnlib.protocols import Source
 
@@ -230,6 +232,70 @@ def test_released_resample_uses_response_counts_and_token_totals(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------
+# Deactivation against matched random neurons
+
+
+def _tiny_study() -> pipeline.NeuronStudy:
+    """A study shaped like the tiny llama's MLP ([2 layers, 48 neurons]) with a specific (layer 0) and a related
+    (layer 1) neuron planted for every language of LANGS3, identified at a fixed λ."""
+    g = torch.Generator().manual_seed(5)
+    p = 0.05 + 0.3 * torch.rand(2, 48, 3, generator=g)
+    for k in range(3):
+        p[0, 2 * k] = 0.01
+        p[0, 2 * k, k] = 0.95
+        p[1, 2 * k + 1] = 0.95
+        p[1, 2 * k + 1, k] = 0.01
+    return pipeline.from_counts({"synthetic": _counts(p, 2, 100)}, pipeline.Settings(rate=0.1, lam=0.0))
+
+
+def test_matched_deactivation_scores_own_neurons_and_seeded_matched_controls():
+    """Each row by hand: the perplexity of the language's texts under `intervene.deactivate` of its own neurons, and of
+    random sets drawn with seeds 0 and 1 (per layer; per layer and firing rate), as % change from no intervention."""
+    model, tok = tiny_model("llama"), word_tokenizer()
+    study = _tiny_study()
+    texts = {"en": ["w1 w2 w3 w4 w5 w6", "w9 w8 w7 w6"], "fr": ["w30 w31 w32 w33 w34", "w40 w41 w42"]}
+    got = controls.matched_deactivation(model, tok, study, texts, n=2, progress=False)
+    assert list(got.table.index) == ["en", "fr"]
+    assert list(got.table.columns) == ["own neurons", "layer-matched", "rate-matched"]
+    own = dict(zip(LANGS3, study.ident.mask("language"), strict=True))
+    width = models.n_neurons(model)
+    for lang, lang_texts in texts.items():
+        assert sum(len(layer) for layer in own[lang]) > 0
+        base = evaluate.perplexity(model, tok, lang_texts, progress=False)
+
+        def change(neurons, lang_texts=lang_texts, base=base) -> float:
+            with intervene.deactivate(model, neurons):
+                return 100 * (evaluate.perplexity(model, tok, lang_texts, progress=False) - base) / base
+
+        row = got.table.loc[lang]
+        layer = [change(intervene.random_like(own[lang], width, seed=i)) for i in (0, 1)]
+        rate = [change(intervene.matched_random(own[lang], study.probs, seed=i)) for i in (0, 1)]
+        assert row["own neurons"] == pytest.approx(change(own[lang]), abs=1e-5), lang
+        assert row["layer-matched"] == pytest.approx(sum(layer) / 2, abs=1e-5), lang
+        assert row["rate-matched"] == pytest.approx(sum(rate) / 2, abs=1e-5), lang
+        assert len({round(v, 5) for v in (change(own[lang]), *layer, *rate)}) == 5  # five different sets
+        assert got.grids[lang].names == (lang, f"{lang} layer-matched #0", f"{lang} rate-matched #0",
+                                         f"{lang} layer-matched #1", f"{lang} rate-matched #1")
+    assert hooks.hook_count(model) == 0 and not hooks.is_edited(model)
+    with pytest.raises(ValueError, match="'xx' not among the study's languages"):
+        controls.matched_deactivation(model, tok, study, {"xx": ["w1 w2"]}, progress=False)
+    with pytest.raises(ValueError, match="n must be a whole number"):
+        controls.matched_deactivation(model, tok, study, texts, n=0, progress=False)
+
+
+def test_survives_is_the_median_share_of_the_effect_a_control_does_not_reproduce():
+    table = pd.DataFrame({"own neurons": [10.0, 20.0, 4.0], "layer-matched": [5.0, 30.0, 1.0],
+                          "rate-matched": [2.0, 10.0, -4.0]}, index=["en", "de", "fr"])
+    matched = controls.MatchedControls(table, {})
+    # layer-matched: 1 − 0.5, 1 − min(1.5, 1), 1 − 0.25 → median of 0.5, 0, 0.75
+    assert matched.survives("layer-matched") == pytest.approx(0.5)
+    # rate-matched: 1 − 0.2, 1 − 0.5, 1 − (−1) → median of 0.8, 0.5, 2
+    assert matched.survives("rate-matched") == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="control must be one of layer-matched, rate-matched"):
+        matched.survives("own neurons")
+
+
+# ----------------------------------------------------------------------------------------------
 # Data hygiene
 
 
@@ -251,6 +317,28 @@ def test_hygiene_flags_other_languages_scripts_and_digits():
     assert en["capitalised words inside sentences, %"] == pytest.approx(100 * 2 / 34)
     assert de["capitalised words inside sentences, %"] == pytest.approx(100 * 2 / 9)
     assert fr["texts"] == 0 and fr["digits, % of characters"] == 0 and fr["detected as another language"] == 0
+
+
+class _FakeSource:
+    """A source of given questions per language, shaped like `lnlib.protocols.Source` (label, problems)."""
+
+    def __init__(self, label: str, questions: dict):
+        self.label, self.questions = label, questions
+
+    def problems(self, lang: str):
+        return [Problem(lang, i, q, 0.0, q) for i, q in enumerate(self.questions[lang])]
+
+
+def test_foreign_texts_flags_positions_detected_as_another_language():
+    english = "Janet has three ducks and she sells the eggs at the market every day."
+    german = "Der Hund läuft schnell über die Straße und bellt laut."
+    sources = [_FakeSource("a[0:4]", {"en": [english, "Собака бежит по улице и громко лает на прохожих.",
+                                              "12 + 30 = 42", german],  # another script, no language, German
+                                       "de": [german, english]}),
+               _FakeSource("b[0:1]", {"en": [english], "de": ["小明有三个苹果，他又买了五个。"]})]
+    assert controls.foreign_texts(sources, ["en", "de"]) == {"a[0:4]": {"en": [1, 3], "de": [1]},
+                                                            "b[0:1]": {"en": [], "de": [0]}}
+    assert controls.foreign_texts(sources, ["de"]) == {"a[0:4]": {"de": [1]}, "b[0:1]": {"de": [0]}}
 
 
 # ----------------------------------------------------------------------------------------------

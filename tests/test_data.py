@@ -201,3 +201,29 @@ def test_a_mirror_missing_a_file_says_where_it_looked(isolated, mirror, monkeypa
         data.load_msvamp("sw")
     assert "/nope/msvamp/test_Swahili.json" in str(err.value)
     assert not list((isolated / "cache").rglob("*.partial"))
+
+
+def test_questions_per_language(monkeypatch):
+    def load(lang):
+        return [data.Problem(lang, i, f"{lang} question {i}", float(i), f"en question {i}") for i in range(5)]
+
+    monkeypatch.setitem(data.DATASETS, "toy", data.Dataset("toy", ("en", "de"), 5, load, "none"))
+    assert data.questions("toy", range(3, 5), langs=("de", "en")) == {"de": ["de question 3", "de question 4"],
+                                                                      "en": ["en question 3", "en question 4"]}
+    assert list(data.questions("toy", langs=("en",))["en"]) == [f"en question {i}" for i in range(5)]
+    with pytest.raises(ValueError, match="not in TOY"):
+        data.questions("toy", range(2))  # the default languages are the paper's ten
+
+
+def test_questions_of_several_datasets_and_flattened(monkeypatch):
+    def loader(name):
+        return lambda lang: [data.Problem(lang, i, f"{name} {lang} {i}", float(i), f"{name} en {i}") for i in range(3)]
+
+    for name in ("toy", "other"):
+        monkeypatch.setitem(data.DATASETS, name, data.Dataset(name, ("en", "de"), 3, loader(name), "none"))
+    both = data.questions(("toy", "other"), range(1, 3), langs=("en", "de"))
+    assert both == {"en": ["toy en 1", "toy en 2", "other en 1", "other en 2"],
+                    "de": ["toy de 1", "toy de 2", "other de 1", "other de 2"]}
+    texts, langs = data.flatten(data.questions("toy", range(2), langs=("de", "en")))
+    assert texts == ["toy de 0", "toy de 1", "toy en 0", "toy en 1"] and langs == ["de", "de", "en", "en"]
+    assert data.flatten({}) == ([], [])

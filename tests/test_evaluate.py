@@ -80,3 +80,20 @@ def test_alignment_metrics_on_a_tiny_model(monkeypatch):
     assert len(metrics.nll["xx"].n_tokens) == len(metrics.hit["xx"]) == 4  # per text, for intervals
     same = [Problem("xx", i, f"w{i} w{i + 7}", 1.0, f"w{i} w{i + 7}") for i in range(4)]
     assert evaluate.alignment_metrics(model, tok, {"xx": same}, layer=1).table().loc["xx", "retrieval"] == 1.0
+
+
+def test_metric_changes_against_a_control():
+    def metrics(nll_per_token, hit):  # one language, four texts of two scored tokens each
+        nll = evaluate.TextNLL(torch.full((4,), 2 * nll_per_token), torch.full((4,), 2))
+        return evaluate.AlignmentMetrics({"ru": nll}, {"ru": torch.full((4,), hit)})
+
+    before, after = metrics(1.0, False), metrics(0.5, True)
+    changes = evaluate.metric_changes(before, after, metrics(0.75, False), n=5)
+    assert changes.effect["nll"].value == pytest.approx(-0.5) and changes.effect["nll ru"].value == pytest.approx(-0.5)
+    assert changes.control["nll"].value == pytest.approx(-0.25) and changes.control["retrieval"].value == 0
+    assert changes.beyond["nll"].value == pytest.approx(-0.25) and changes.beyond["retrieval"].value == 1
+    assert changes.verdict("nll", -1) == "agrees" and changes.verdict("retrieval", +1) == "agrees"
+    as_large = evaluate.metric_changes(before, after, metrics(0.5, False), n=5)  # the control lowers the NLL as much
+    assert as_large.verdict("nll", -1) == "inconclusive" and as_large.verdict("retrieval", +1) == "agrees"
+    alone = evaluate.metric_changes(before, after, n=5)
+    assert alone.control is None and list(alone.table(".3f", keys=("nll", "retrieval")).columns) == ["alignment"]

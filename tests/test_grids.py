@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny_models import tiny_model, word_tokenizer
 
-from lnlib import evaluate, grids, hooks, intervene, models
+from lnlib import evaluate, grids, hooks, intervene, models, stats
 from lnlib.data import Problem
 
 TEXTS = {"en": ["w1 w2 w3 w4 w5 w6", "w9 w8 w7"], "de": ["w3 w3 w3 w1 w2", "w40 w41 w42 w43 w44"],
@@ -161,3 +161,90 @@ def test_several_random_controls_are_averaged_and_resampled_together():
     half = grid.resample({"en": torch.tensor([0, 0]), "de": torch.tensor([1, 1])})
     assert half.controls == 3 and half.n_texts("de") == 2
     assert half.ppl().loc["none", "de"] == pytest.approx(grid.nll[("none", "de")].subset([1]).perplexity())
+
+
+# A grid of known changes, one text per language (every bootstrap resample is the data itself): perplexity 10
+# with nothing switched off, 10 + CHANGE[k][t] with set k off, 10 + RANDOM[k] for k's random control on k.
+LANGS3 = ("en", "de", "fr")
+CHANGE = {"en": {"en": 1, "de": 2, "fr": 3}, "de": {"en": 4, "de": 8, "fr": 5}, "fr": {"en": 6, "de": 7, "fr": 9}}
+RANDOM = {"en": 0.5, "de": 1, "fr": 2}
+
+
+def _known_grid():
+    def text(ppl):
+        return evaluate.TextNLL(torch.tensor([math.log(ppl)], dtype=torch.float64), torch.tensor([1]))
+
+    nll = {("none", t): text(10) for t in LANGS3}
+    nll |= {(k, t): text(10 + CHANGE[k][t]) for k in LANGS3 for t in LANGS3}
+    nll |= {(f"random:{k}#0", k): text(10 + RANDOM[k]) for k in LANGS3}
+    return grids.PPLGrid(nll, LANGS3, LANGS3, {"en": 10, "de": 20, "fr": 30}, seed=0, controls=1)
+
+
+def test_claims_and_rank_correlation_of_a_known_grid():
+    grid = _known_grid()
+    claims = grid.claims({"en": 0.0, "de": 2.0, "fr": 1.0}, "Fig. X")
+    # diagonal 1, 8, 9 (median 8); off-diagonal 2…7 (median 4.5); English 1 against the others' median 8.5;
+    # diagonal ranks 1, 2, 3 against the paper's 1, 3, 2: correlation 0.5
+    assert claims == pytest.approx({"diagonal minus off-diagonal": 3.5, "English minus the median of the others": -7.5,
+                                    "rank correlation with Fig. X": 0.5})
+    assert grid.rank_correlation({"en": 2.0, "de": 1.0, "fr": 0.0}) == pytest.approx(-1.0)
+
+
+def test_sharing_correlation_maps_pairs_to_shared_neurons():
+    grid = _known_grid()
+    # shared neurons: en-de 1, en-fr 2, de-fr 3; the pairs (en,de) (en,fr) (de,en) (de,fr) (fr,en) (fr,de) share
+    # 1 2 1 3 2 3 and change by 2 3 4 5 6 7: ranks (ties in order) 0 2 1 4 3 5 against 0…5, correlation 31/35
+    shared = torch.tensor([[5, 1, 2], [1, 5, 3], [2, 3, 5]])
+    got = grid.sharing_correlation(shared, LANGS3)
+    assert got["rank correlation"] == pytest.approx(31 / 35)
+    fragility, size = [7, 5, 6, 3, 4, 2], [10, 10, 20, 20, 30, 30]  # the third language's change; the set's size
+    assert got["partial rank correlation"] == pytest.approx(
+        stats.partial_spearman([1, 2, 1, 3, 2, 3], [2, 3, 4, 5, 6, 7], [fragility, size]))
+    order = [2, 0, 1]  # the same counts over the languages in another order
+    assert grid.sharing_correlation(shared[order][:, order], [LANGS3[i] for i in order]) == pytest.approx(got)
+
+
+def test_against_paper_tabulates_estimates_and_verdicts():
+    grid = _known_grid()
+    head = grid.bootstrap(grids.PPLGrid.headline, n=5)
+    reported = {"up": {"en": 0.0, "de": 1.0, "fr": 2.0}, "down": {"en": 2.0, "de": 1.0, "fr": 0.0}}
+    result = grids.against_paper({"up": (grid, head), "down": (grid, head)}, reported, "Fig. X", n=5)
+    up = result["up"]
+    assert list(up) == ["diagonal (median)", "off-diagonal (median)", "random: diagonal (median)",
+                        "own minus random (median)", "diagonal minus off-diagonal",
+                        "English minus the median of the others", "rank correlation with Fig. X",
+                        "paper, Fig. X: diagonal (median)"]
+    assert up["random: diagonal (median)"].value == pytest.approx(1.0)  # RANDOM's median
+    assert up["own minus random (median)"].value == pytest.approx(7.0)  # median of 0.5, 7, 7
+    assert up["rank correlation with Fig. X"].value == pytest.approx(1.0)
+    assert up["paper, Fig. X: diagonal (median)"] == 1.0  # the median of 0, 1, 2
+    verdicts = result.verdicts()
+    assert list(verdicts.columns) == ["up", "down"]
+    assert verdicts["up"].tolist() == ["agrees"] * 4  # English is the least affected: an effect below zero agrees
+    assert verdicts.loc["rank correlation with Fig. X", "down"] == "disagrees"
+    assert result.verdict_list("rank correlation with Fig. X") == "agrees (up), disagrees (down)"
+    table = result.table()
+    assert table.loc[("estimate (95 % interval)", "diagonal minus off-diagonal"), "up"] == \
+        "3.50 (95 % interval 3.50 to 3.50)"
+    assert table.loc[("estimate (95 % interval)", "paper, Fig. X: diagonal (median)"), "down"] == "1.00"
+    assert table.loc[("verdict", "diagonal minus off-diagonal"), "down"] == "agrees"
+
+
+def test_continuation_rates_and_departures():
+    detected = {("own", "en"): ["en", "de"], ("own", "de"): ["en", None, "de", "fr"], ("own", "fr"): ["fr", "en", "de"]}
+    outputs = grids.ContinuationLanguages({}, detected, LANGS3)
+    # over German and French prompts: "en", "fr" (German) and "en", "de" (French) left; two of them into English
+    assert outputs.departures("own", to="en") == (2, 4)
+    assert outputs.departures("own", to="fr") == (1, 3)  # over en and de: "de" (en); "en", "fr" (de)
+    rates = outputs.rates("own")
+    assert list(rates) == list(LANGS3)
+    assert rates["de"] == stats.proportion(1, 4) and rates["de"].value == 0.25 and rates["fr"].value == 1 / 3
+
+
+def test_diagonal_percent_of_a_hand_made_grid():
+    def nll(ppl):  # one text of two predicted tokens with this perplexity
+        return evaluate.TextNLL(torch.tensor([2 * math.log(ppl)], dtype=torch.float64), torch.tensor([2]))
+
+    grid = grids.PPLGrid({("none", "en"): nll(2), ("none", "de"): nll(4), ("en", "en"): nll(3), ("en", "de"): nll(8),
+                          ("de", "en"): nll(2), ("de", "de"): nll(5)}, ("en", "de"), ("en", "de"), {"en": 1, "de": 1})
+    assert grid.diagonal_percent() == pytest.approx({"en": 50.0, "de": 25.0})  # 2 -> 3 and 4 -> 5

@@ -81,6 +81,31 @@ def test_toy_autosweep_for_three_languages():
         idf.autosweep(TOY, rate=0.5, bar=0.6, lo=7.0, hi=10.0, langs=TOY_LANGS)
 
 
+def test_toy_per_language_summaries():
+    ident = toy()  # specific (1, 0, 1), related (1, 1, 0), language (2, 1, 1) for a, b, c; 3 selected
+    assert ident.specific_share == 0.5  # 2 of 4 assignments
+    assert ident.percent_of_selected().tolist() == pytest.approx([200 / 3, 100 / 3, 100 / 3])
+    assert ident.most() == ["a"] and ident.fewest() == ["b", "c"]
+    assert ident.most("related") == ["a", "b"] and ident.fewest("specific") == ["b"]
+    assert ident.relative_size("a") == 2.0
+
+
+def test_toy_trace_as_appear_rows_and_recorded_interval_warnings():
+    with idf.interval_warnings() as caught:
+        lam, ident = idf.autosweep(TOY, rate=0.5, bar=0.6, lo=0.0, hi=10.0, langs=TOY_LANGS)
+    assert caught == []  # the criterion binds inside [0, 10]
+    table = ident.trace_appear()
+    assert list(table.columns) == ["N=1", "N=2", "N=3"] and table.index.name == "λ"
+    assert table.loc[0.0].tolist() == [2, 1, 0] and table.loc[10.0].tolist() == [1, 1, 1]
+    assert len(table) == len(ident.trace) and table.index[-1] == ident.trace[-1][0]
+    with pytest.raises(ValueError, match="no AutoSweep trace"):
+        toy().trace_appear()
+    with idf.interval_warnings() as caught:
+        for _ in range(2):  # the same place twice: both recorded
+            idf.autosweep(TOY, rate=0.5, bar=0.6, hi=5.0, langs=TOY_LANGS)
+    assert [w.category for w in caught] == [idf.IntervalWarning, idf.IntervalWarning]
+
+
 def test_lambda_units_rank_identically():
     assert idf.harmonic_norm(10) == pytest.approx(0.2928968, abs=1e-7)
     assert idf.lam_to_paper(0.109375, 10) == pytest.approx(0.8598, abs=1e-4)
@@ -94,6 +119,68 @@ def test_lambda_units_rank_identically():
     paper_units = idf.identify(probs, idf.lam_to_paper(0.3, 7), rate=0.1, langs="abcdefg", units="paper")
     assert torch.equal(code_units.selected, paper_units.selected)
     assert paper_units.lam == pytest.approx(0.3)
+
+
+def test_toy_summaries_for_the_chapter():
+    ident = toy()  # selected 0, 5, 1 with N = 1, 1, 2
+    assert ident.selected_histogram() == [0, 2, 1, 0] and ident.n_assigned == 3
+    everything = idf.identify(TOY, 0.0, rate=0.99, bar=0.6, langs=TOY_LANGS)  # all 6; N = 1, 2, 3, 0, 0, 1
+    assert everything.selected_histogram() == [2, 2, 1, 1] and everything.appear == [0, 2, 1, 1]
+    assert everything.n_assigned == 4 and everything.n_dropped == 2
+    assert ident.at_selected(torch.arange(6.0).reshape(1, 6)).tolist() == [0.0, 5.0, 1.0]
+    with pytest.raises(ValueError, match="shape"):
+        ident.at_selected(torch.zeros(6))
+    assert ident.relative_size("b") == pytest.approx(2 / 3)  # 1 against the mean of 2 and 1
+    assert ident.relative_size("b", "specific") == 0.0 and ident.relative_size("a", "related") == 2.0
+    table = idf.n_table({"x": ident.selected_histogram(), "y": everything.selected_histogram()})
+    assert table.columns.name == "N" and list(table.columns) == [0, 1, 2, 3] and list(table.index) == ["x", "y"]
+    assert table.loc["y"].tolist() == [2, 2, 1, 1]
+    with pytest.raises(ValueError, match="same N"):
+        idf.n_table({"x": [1, 2], "y": [1, 2, 3]})
+    assert idf.fewest_n([5, 2, 3, 2]) == 2 and idf.fewest_n((4, 1)) == 2
+
+
+def test_toy_language_summary():
+    # per language, the lower median of six values and the share above tau = 0.1 (strictly)
+    summary = idf.lang_summary(TOY, idf.threshold(TOY, 0.6), tokens=torch.tensor([10, 20, 30]), langs=TOY_LANGS)
+    assert list(summary.columns) == ["response tokens", "median p", "% of neurons with p > τ"]
+    assert summary.index.name == "language" and list(summary.index) == list(TOY_LANGS)
+    assert summary["response tokens"].tolist() == [10, 20, 30]
+    assert summary["median p"].tolist() == pytest.approx([0.1, 0.0, 0.0])
+    assert summary["% of neurons with p > τ"].tolist() == pytest.approx([50.0, 100 / 3, 100 / 3])
+    assert list(idf.lang_summary(TOY, 0.85, langs=TOY_LANGS).columns) == ["median p", "% of neurons with p > τ"]
+    assert idf.lang_summary(TOY, 0.85, langs=TOY_LANGS)["% of neurons with p > τ"].tolist() == pytest.approx(
+        [50.0, 100 / 3, 100 / 6])
+
+
+def test_toy_sweep_summaries():
+    # eps = 6: lo = 0 holds, hi = 10 fails, mid 5 holds and the interval is then narrow enough
+    lam, ident = idf.autosweep(TOY, rate=0.5, bar=0.6, lo=0.0, hi=10.0, eps=6.0, langs=TOY_LANGS)
+    assert lam == 5.0 and ident.first_failure() == (10.0, 1)
+    table = ident.trace_table()
+    assert table.index.name == "step" and list(table.index) == [1, 2, 3]
+    assert table["λ (code units)"].tolist() == [0.0, 10.0, 5.0]
+    paper_units = [lam * math.log(3) / (11 / 18) for lam in (0.0, 10.0, 5.0)]  # c_3 = (1 + 1/2 + 1/3) / 3
+    assert table["λ (paper units)"].tolist() == pytest.approx(paper_units)
+    assert table["selected above τ in all 3"].tolist() == [0, 1, 0]
+    assert table["criterion holds"].tolist() == [True, False, True]
+    assert toy().first_failure() is None  # a fixed λ has no trace
+    # the grid: 0, 5, 10, then n // 3 = 1 point in [7 - 1, 7 + 1], i.e. 6; only 10 is past the edge 6.11
+    grid = idf.sweep_grid(TOY, 0.0, 10.0, 3, rate=0.5, bar=0.6, around=7.0, zoom=1.0, langs=TOY_LANGS)
+    assert list(grid.items()) == [(0.0, 0), (5.0, 0), (10.0, 1), (6.0, 0)]
+    assert list(idf.sweep_grid(TOY, 0.0, 10.0, 3, rate=0.5, bar=0.6, langs=TOY_LANGS)) == [0.0, 5.0, 10.0]
+    assert idf.count_decreases(grid) == 0
+    assert idf.count_decreases({0.0: 0, 0.2: 3, 0.1: 1, 0.3: 2, 0.4: 5}) == 1  # in λ order 0, 1, 3, 2, 5
+
+
+def test_mask_matches_and_size():
+    a = [[torch.tensor([1, 2]), torch.tensor([], dtype=torch.int64)], [torch.tensor([3]), torch.tensor([4])]]
+    b = [[torch.tensor([1, 2]), torch.tensor([], dtype=torch.int64)], [torch.tensor([3]), torch.tensor([5])]]
+    assert idf.mask_matches(a, a) == [True, True, True, True]
+    assert idf.mask_matches(a, b) == [True, True, True, False]  # language by language, layer by layer
+    assert idf.mask_size(a) == 4 and idf.mask_size(toy().mask()) == 4  # a: 0, 1; b: 1; c: 5
+    with pytest.raises(ValueError, match="differ in shape"):
+        idf.mask_matches(a, [b[0]])
 
 
 def test_lape_toy():
@@ -342,3 +429,18 @@ def test_released_save_load(released, tmp_path):
     assert prov["revision"] == "de76d14562b1da1ba0e52d5b245cf9c0859e2af3" and back.lam == 0.109375
     assert all(torch.equal(x, y) for a, b in zip(back.mask(), ident.mask(), strict=True)
                for x, y in zip(a, b, strict=True))
+
+
+def test_toy_shares_of_all_neurons_and_of_the_other_languages():
+    ident = toy()  # N over all six neurons: 1, 2, 3, 0, 0, 1; language neurons a 2, b 1, c 1
+    assert ident.n_histogram() == [2, 2, 1, 1]
+    assert ident.n_percent() == pytest.approx([100 * 2 / 6, 100 / 6, 100 / 6])
+    assert ident.n_percent([3, 0, 6]) == [50.0, 0.0, 100.0]  # other counts, as % of these six neurons
+    assert ident.fewest_n() == 2  # N = 2 and N = 3 tie at one neuron: the smaller N
+    assert ident.general_share == 1 / 6
+    assert ident.percent_of_others() == pytest.approx({"a": 200.0, "b": 100 / 1.5, "c": 100 / 1.5})
+    assert ident.percent_of_others("related") == pytest.approx({"a": 200.0, "b": 200.0, "c": 0.0})
+    masks = ident.mask_by_lang()
+    assert list(masks) == list(TOY_LANGS)
+    assert [m[0].tolist() for m in masks.values()] == [[0, 1], [1], [5]]
+    assert [m[0].tolist() for m in ident.mask_by_lang("specific").values()] == [[0], [], [5]]

@@ -156,3 +156,36 @@ def test_deactivation_sets_follow_the_three_settings():
     assert as_lists["specific+related+general"]["a"] == [[0, 1], [2]]
     with pytest.raises(ValueError, match="setting must be one of"):
         intervene.deactivation_sets(ident, "general")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_zero_columns_equals_deactivate_and_restores_the_weights(family):
+    model = tiny_model(family)
+    neurons = _some_neurons(model, (6, 2))
+    before = [down.weight.detach().clone() for down in models.mlp_down_projections(model)]
+    with intervene.deactivate(model, neurons):
+        hooked = _logits(model)
+    with intervene.zero_columns(model, neurons):
+        edited = _logits(model)
+        down = models.mlp_down_projections(model)[0]
+        zeroed = down.weight[:, neurons[0]] if isinstance(down, torch.nn.Linear) else down.weight[neurons[0], :]
+        assert (zeroed == 0).all() and not torch.equal(down.weight, before[0])
+    assert torch.allclose(hooked, edited, atol=1e-5)
+    assert not torch.allclose(edited, _logits(model), atol=1e-3)
+    assert all(torch.equal(d.weight, w) for d, w in zip(models.mlp_down_projections(model), before, strict=True))
+    with pytest.raises(KeyError), intervene.zero_columns(model, neurons):
+        raise KeyError("inside")
+    assert all(torch.equal(d.weight, w) for d, w in zip(models.mlp_down_projections(model), before, strict=True))
+    with pytest.raises(ValueError, match="layer entries"):
+        with intervene.zero_columns(model, neurons[:1]):
+            pass
+
+
+def test_sizes_table_counts_each_setting_per_language():
+    empty = torch.tensor([], dtype=torch.long)
+    sets = {"one": {"en": [torch.tensor([1, 2]), torch.tensor([3])], "de": [empty, empty]},
+            "two": {"en": [torch.tensor([1, 2, 2]), torch.tensor([3, 4])], "de": [torch.tensor([7])] * 2}}
+    table = intervene.sizes_table(sets)
+    assert list(table.columns) == ["one", "two"] and list(table.index) == ["en", "de"]
+    assert table.index.name == "language"
+    assert table.to_dict() == {"one": {"en": 3, "de": 0}, "two": {"en": 4, "de": 2}}

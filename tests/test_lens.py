@@ -215,3 +215,28 @@ def test_logit_lens_rejects_bad_arguments():
         lens.logit_lens(model, tok, TEXTS, position="first")
     with pytest.raises(ValueError, match="texts is empty"):
         lens.logit_lens(model, tok, [])
+
+
+def test_share_bands_average_and_bootstrap_each_group():
+    # texts in de, en, fr; two layers; shares in CATEGORIES order (input language, pivot, other, unattributed)
+    shares = torch.tensor([[[0, 1, 0, 0], [1, 0, 0, 0]],              # de: English at layer 0, German at 1
+                           [[1, 0, 0, 0], [1, 0, 0, 0]],              # en
+                           [[0, 0.5, 0, 0.5], [0.5, 0.25, 0, 0.25]]],  # fr
+                          dtype=torch.float64)
+    bands = lens.share_bands(shares, ["de", "en", "fr"], n=50)
+    assert bands.groups == {"non-English": [0, 2], "English": [1]} and bands.layers == 2
+    assert len(bands) == 2 * 4 * 2 and bands[("English", "input language", 0)].value == 1.0
+    assert bands.at("pivot", 0).value == 0.75 and bands.at("input language", 1).value == 0.75
+    assert bands.curve("pivot") == [0.75, 0.125] and bands.curve("input language", "English") == [1.0, 1.0]
+    assert bands.pivot_peak() == 0 and bands.return_layer() == 1
+    lone = bands.at("input language", 0, "English")  # one text: every resample is that text
+    assert (lone.lo, lone.hi) == (1.0, 1.0)
+    spread = bands.at("pivot", 0)  # resamples of {1, 0.5}: means 1, 0.75 or 0.5
+    assert 0.5 <= spread.lo < spread.hi <= 1.0
+    assert lens.share_bands(shares, ["de", "en", "fr"], n=50).estimates == bands.estimates  # seeded
+    stays = lens.share_bands(shares[[0]].flip(1), ["de"], n=5)  # German first, then English: it never returns
+    assert list(stays.groups) == ["non-English"] and stays.pivot_peak() == 1 and stays.return_layer() is None
+    with pytest.raises(ValueError, match="shares must be"):
+        lens.share_bands(shares, ["de", "en"])
+    with pytest.raises(ValueError, match="no group"):
+        bands.at("pivot", 0, "French")

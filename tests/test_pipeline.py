@@ -6,6 +6,7 @@ import torch
 from tiny_models import tiny_model, word_tokenizer
 
 from lnlib import compare, data, models, pipeline, protocols
+from lnlib.counts import ActivationCounts
 from lnlib.data import Problem
 
 pytestmark = pytest.mark.filterwarnings("ignore::lnlib.identify.IntervalWarning")  # random tiny models
@@ -100,3 +101,58 @@ def test_first_texts_equal_counting_only_those_texts(word_data):
             a, b = first.by_source[label][lang], alone.by_source[label][lang]
             assert torch.equal(a.over_zero, b.over_zero) and a.n_tokens == b.n_tokens and a.n_groups == b.n_groups
     assert pipeline.paired_bootstrap(first, alone, lambda x, y: float(x.n_general - y.n_general), n=3).value == 0
+
+
+def test_held_out_texts_must_not_be_counted(word_data):
+    assert data.questions("words", range(3, 5), langs=("en", "de")) == {
+        "en": ["w3 w4 w5 w6 w7 w8", "w4 w5 w6 w7 w8 w9"], "de": ["w43 w44 w45 w46 w47 w48", "w44 w45 w46 w47 w48 w49"]}
+    pipeline.check_held_out(None, None, word_data, {"en": ["w1 w2 w99"], "de": ["w40"]})  # never counted
+    with pytest.raises(ValueError, match="1 evaluation text"):
+        pipeline.check_held_out(None, None, word_data, {"en": ["w1 w2 w99"], "de": data.questions("words", range(9, 10),
+                                                                                                  langs=("de",))["de"]})
+
+
+def test_per_language_summaries_of_a_study():
+    # one layer, four neurons, three languages; probabilities en (1, 0, 0, .5), de (0, 1, 0, 1), zh (0, 0, .5, .5)
+    made = {"en": ActivationCounts(torch.tensor([[4, 0, 0, 2]]), 4, 2),
+            "de": ActivationCounts(torch.tensor([[0, 2, 0, 2]]), 2, 1),
+            "zh": ActivationCounts(torch.tensor([[0, 0, 4, 4]]), 8, 3)}
+    study = pipeline.from_counts({"data": made}, pipeline.Settings(rate=0.5, bar=0.6, lam=0.0))
+    assert study.ident.tau == 0.5  # rank round(0.6 * 12) = 7 of the sorted probabilities: six 0s, then 0.5
+    table = study.per_language()
+    assert list(table.index) == ["en", "de", "zh"]
+    assert table["examples"].tolist() == [2, 1, 3] and table["counted tokens"].tolist() == [4, 2, 8]
+    assert table["mean p"].tolist() == pytest.approx([0.375, 0.5, 0.25])
+    assert table["% of neurons with p > τ"].tolist() == [25.0, 50.0, 0.0]  # strictly above 0.5
+    assert study.tokens.tolist() == [4, 2, 8]
+    released_like = pipeline.NeuronStudy({}, study.probs, study.ident, study.settings, None,
+                                         {"tokens": {"zh": 9, "en": 5, "de": 7}})
+    assert released_like.tokens.tolist() == [5, 7, 9]  # in the study's language order
+    with pytest.raises(ValueError, match="holds no counts"):
+        released_like.per_language()
+
+
+def _grouped_study(seed: int) -> pipeline.NeuronStudy:
+    """Random counts of 4 groups of texts per language (2 layers x 48 neurons), identified with a 5 % rate."""
+    generator = torch.Generator().manual_seed(seed)
+    by_lang = {}
+    for lang in data.LANGS:
+        groups = torch.randint(0, 20, (4, 2, 48), generator=generator, dtype=torch.int32)
+        tokens = torch.full((4,), 20, dtype=torch.int64)
+        by_lang[lang] = ActivationCounts(groups.sum(0, dtype=torch.int64), 80, 8, 0, groups, tokens)
+    return pipeline.from_counts({"data": by_lang}, pipeline.Settings(rate=0.05))
+
+
+def test_a_controlled_bootstrap_sets_the_effect_against_the_control():
+    base, other = _grouped_study(0), _grouped_study(1)
+    same = pipeline.controlled_bootstrap(base, other, base, compare.totals_change, n=4)  # the base as its own control
+    assert all(e.value == e.lo == e.hi == 0 for e in same.control.values())  # a control that changes nothing
+    effect = pipeline.paired_bootstrap(base, other, compare.totals_change, n=4)
+    assert same.effect == effect and same.beyond == effect  # effect minus a zero control: the effect
+    control = _grouped_study(2)
+    read = pipeline.controlled_bootstrap(base, other, control, compare.totals_change, n=4, seed=3)
+    assert read.beyond == pipeline.paired_bootstrap(control, other, compare.totals_change, n=4, seed=3,
+                                                    settings=base.fixed())
+    assert read.control == pipeline.paired_bootstrap(base, control, compare.totals_change, n=4, seed=3)
+    alone = pipeline.controlled_bootstrap(base, other, None, compare.totals_change, n=4)
+    assert alone.effect == effect and alone.control is None and alone.beyond is None

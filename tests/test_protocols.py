@@ -2,7 +2,7 @@
 
 import pytest
 
-from lnlib import protocols
+from lnlib import data, protocols
 from lnlib.data import Problem
 
 DE = [Problem("de", i, f"Frage {i}?", float(i), f"Question {i}?") for i in range(5)]
@@ -37,6 +37,14 @@ def test_mgsm_prompt_uses_the_language_labels(data_dir):
     assert protocols.mgsm_prompt("de", 0, shots=1).count("Frage:") == 2
     with pytest.raises(ValueError, match="shots"):
         protocols.mgsm_prompt("de", 0, shots=9)
+
+
+
+def test_mgsm_prompts_per_language(data_dir):
+    prompts = protocols.mgsm_prompts(range(3, 5), shots=0, langs=("de", "fr"))
+    assert list(prompts) == ["de", "fr"] and prompts["fr"][1] == protocols.mgsm_prompt("fr", 4, shots=0)
+    assert [p.count("Frage:") for p in prompts["de"]] == [1, 1] and prompts["de"][0] != prompts["de"][1]
+    assert list(protocols.mgsm_prompts(range(1))) == list(data.LANGS)
 
 
 def test_alignment_pairs_map_to_english_and_refuse_english():

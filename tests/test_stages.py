@@ -194,3 +194,47 @@ def test_others_above_counts_other_languages():
     assert table.sum(axis=1).tolist() == above.sum(0).tolist()
     with pytest.raises(ValueError, match="languages on its last axis"):
         others_above(above, ["a", "b"])
+
+
+def test_stage_words_and_the_check_table():
+    clean = four_stages(*clean_profile())  # every check holds but the two about the last layer's total
+    assert clean.finding == "finds all four stages" and clean.why == "none: all four stages were found"
+    assert clean.checks_passed == 6
+    assert clean.stage_name(0) == "multilingual understanding" and clean.stage_name(11) == "vocabulary-space outputting"
+    assert clean.stage_name(None) == "not assigned"
+    flat = four_stages([30] * 10, [30] * 10, [50] * 9 + [200])  # no shared middle: no stage, no check
+    assert flat.finding == "does not find four stages" and flat.why == flat.reason and flat.checks_passed == 0
+    assert flat.stage_name(4) == "not assigned"
+    spec, rel, gen = clean_profile()
+    gen[-1] = 50  # three stages: the stage 4 statements that need a stage 4 are not tested
+    table = stages.check_table({"clean": clean, "three": four_stages(spec, rel, gen), "flat": flat})
+    assert list(table.columns) == ["clean", "three", "flat"] and table.index.name == "the paper's description"
+    assert list(table.index) == list(stages.CHECKS)
+    assert table["clean"].tolist() == ["yes"] * 6 + ["no", "no"]
+    assert table.loc["stage 4: general neurons at their maximum", "three"] == "no"
+    assert table.loc["stage 4: specific + related total rises", "three"] == "stage not found"
+    assert set(table["flat"]) == {"stage not found"}
+
+
+def test_trend_words():
+    assert [stages.trend(x) for x in (2, -0.5, 0)] == ["rises", "falls", "stays"]
+    assert [stages.trend(x, "rise") for x in (1, -1, 0)] == ["rise", "fall", "stay"]
+    assert [stages.trend(x, "rising") for x in (1, -1, 0)] == ["rising", "falling", "staying"]
+    with pytest.raises(ValueError, match="form must be"):
+        stages.trend(1, "rose")
+
+
+def test_standing_of_one_language_in_a_sharing_table():
+    import pandas as pd
+
+    table = pd.DataFrame({"above τ": [5, 10, 5, 8], "% in 8 or 9 others": [40.0, 10.0, 20.0, 30.0],
+                          "% of N = 9 neurons missing it": [50.0, 20.0, 30.0, 0.0],
+                          "mean N of its related neurons": [6.0, 3.0, 4.0, 5.0]}, index=["en", "de", "fr", "es"])
+    en = stages.standing(table, "en")
+    assert (en.wide, en.wide_min, en.wide_max, en.missed) == (40.0, 10.0, 30.0, 50.0)
+    assert en.missed_rank == 1 and en.above_rank == 1  # most missed; fewest above τ, tied with fr
+    assert en.related_n == 6.0 and en.related_others == 4.0
+    de = stages.standing(table, "de")
+    assert de.missed_rank == 3 and de.above_rank == 4 and (de.wide_min, de.wide_max) == (20.0, 40.0)
+    with pytest.raises(ValueError, match="not in the sharing table"):
+        stages.standing(table, "sw")
